@@ -1,1 +1,143 @@
-//! placeholder
+//! `beacond`: one member of a Beacon cluster.
+//!
+//! [`run`] is the single entry point for the binary and for tests: it validates the config,
+//! opens the member's RocksDB database, starts openraft, serves the peer protocol (port 2380)
+//! and the client APIs (port 2379), bootstraps a pristine cluster, and stops gracefully when
+//! `shutdown` resolves.
+
+pub mod api_error;
+pub mod cluster_service;
+pub mod config;
+pub mod kv_service;
+pub mod maintenance_service;
+pub mod peer_network;
+pub mod peer_service;
+pub mod raft_node;
+pub mod read_barrier;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use beacon_proto::beacon::v1::raft_peer_server::RaftPeerServer;
+use beacon_proto::etcdserverpb::cluster_server::ClusterServer;
+use beacon_proto::etcdserverpb::kv_server::KvServer;
+use beacon_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use beacon_storage::Identity;
+use openraft::error::{InitializeError, RaftError};
+use openraft::{Raft, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::cluster_service::ClusterService;
+use crate::config::ServerConfig;
+use crate::kv_service::KvService;
+use crate::maintenance_service::MaintenanceService;
+use crate::peer_network::{PeerClients, PeerNetwork};
+use crate::peer_service::PeerService;
+use crate::raft_node::RaftNode;
+
+/// gRPC framing overhead allowed above the request limit, as etcd does: requests between the
+/// limit and this margin get etcd's "request is too large" rather than a transport error.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Runs a member until `shutdown` resolves (or a server fails).
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    config.validate()?;
+    config.prepare_data_dir()?;
+    let identity = Identity { cluster_id: config.cluster_id(), member_id: config.id };
+    let opened = beacon_storage::open(&config.data_dir, identity)
+        .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
+    let reader = opened.state_machine.reader();
+
+    let client_listener = TcpListener::bind(&config.client.listen)
+        .await
+        .with_context(|| format!("cannot listen for clients on {}", config.client.listen))?;
+    let peer_listener = TcpListener::bind(&config.peer.listen)
+        .await
+        .with_context(|| format!("cannot listen for peers on {}", config.peer.listen))?;
+
+    let raft_config = openraft::Config {
+        cluster_name: format!("{:016x}", identity.cluster_id),
+        heartbeat_interval: config.raft.heartbeat_interval_ms,
+        election_timeout_min: config.raft.election_timeout_min_ms,
+        election_timeout_max: config.raft.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+    .validate()
+    .context("invalid raft settings")?;
+    let peers = PeerClients::new(identity.cluster_id);
+    let network = PeerNetwork { clients: peers.clone() };
+    let raft = Raft::new(config.id, Arc::new(raft_config), network, opened.log_store, opened.state_machine)
+        .await
+        .context("cannot start raft")?;
+    let node = Arc::new(RaftNode { raft: raft.clone(), reader, identity, peers, limits: config.limits.clone(), read_barrier: Default::default(), leader_barrier: Default::default() });
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+
+    let peer_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            RaftPeerServer::new(PeerService { node: node.clone() })
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), until_stopped(stopped.clone()));
+
+    let max_message = config.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let client_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(KvServer::new(KvService { node: node.clone() }).max_decoding_message_size(max_message))
+        .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+        .add_service(MaintenanceServer::new(MaintenanceService { node: node.clone() }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), until_stopped(stopped));
+
+    let peer_task = tokio::spawn(peer_server);
+    let client_task = tokio::spawn(client_server);
+
+    bootstrap(&raft, &config).await?;
+    tracing::info!(
+        member = %config.name,
+        id = config.id,
+        cluster_id = %format!("{:016x}", identity.cluster_id),
+        client = %config.client_advertise(),
+        peer = %config.peer_advertise(),
+        "beacond started"
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    let (peer_result, client_result) = tokio::join!(peer_task, client_task);
+    if let Err(error) = raft.shutdown().await {
+        tracing::warn!(%error, "raft did not shut down cleanly");
+    }
+    peer_result.context("peer server task")?.context("peer server")?;
+    client_result.context("client server task")?.context("client server")?;
+    Ok(())
+}
+
+/// Initializes a pristine member with the configured initial membership. A member that has a
+/// vote or log entries was initialized before (or joined), and is never initialized again.
+async fn bootstrap(raft: &Raft<beacon_storage::TypeConfig>, config: &ServerConfig) -> anyhow::Result<()> {
+    if raft.is_initialized().await.context("raft stopped")? {
+        return Ok(());
+    }
+    match raft.initialize(config.initial_membership()).await {
+        Ok(()) => {
+            tracing::info!(members = config.initial_membership().len(), "initialized a new cluster");
+            Ok(())
+        }
+        // Another member's vote or entries reached us first: already part of the cluster.
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(error) => Err(anyhow::anyhow!("cannot initialize the cluster: {error}")),
+    }
+}

@@ -1,1 +1,26 @@
-//! placeholder
+//! RocksDB persistence for a Beacon member: one database per node holding the Raft log, the Raft
+//! vote, the state machine (etcd MVCC records) and the node's identity, in column families.
+//!
+//! - [`LogStore`] implements openraft's `RaftLogStorage`. Appends are written at once (so they are
+//!   readable for replication) and acknowledged to openraft only after a group fsync of the
+//!   write-ahead log by the [`log_store`] syncer thread: the log is durable before a write is
+//!   acknowledged, and concurrent appends share one fsync.
+//! - [`StateMachineStore`] implements `RaftStateMachine`: it applies commands to the MVCC
+//!   [`beacon_mvcc::KvStore`] and writes the resulting records together with the applied log id in
+//!   one atomic batch, so a restart neither loses nor re-applies anything.
+//! - [`Identity`] is the cluster and member id a data directory belongs to.
+
+mod command;
+mod db;
+mod error;
+mod log_store;
+mod state_machine;
+
+pub use command::{Command, CommandResponse, Member, TypeConfig};
+pub use db::{open, Identity, OpenedStore};
+pub use error::StorageError;
+pub use log_store::LogStore;
+pub use state_machine::{KvReader, StateMachineStore};
+
+/// openraft's node id: the etcd member id of a Beacon member.
+pub type NodeId = u64;

@@ -1,0 +1,80 @@
+//! Every error an API call can end with, and its gRPC status: etcd's codes and exact message
+//! strings (clients match on the text), in one table.
+
+use beacon_mvcc::MvccError;
+use tonic::{Code, Status};
+
+/// Why an API request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum ApiError {
+    /// An MVCC outcome (compacted, future revision, bad request, …).
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// Part of the etcd API Beacon does not offer (yet); the message says which.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// A bug or storage failure; the message is logged and returned.
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        let code = match &error {
+            ApiError::Mvcc(mvcc) => match mvcc {
+                MvccError::EmptyKey
+                | MvccError::KeyNotFound
+                | MvccError::ValueProvided
+                | MvccError::LeaseProvided
+                | MvccError::TooManyOps
+                | MvccError::DuplicateKey => Code::InvalidArgument,
+                MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
+                MvccError::LeaseNotFound => Code::NotFound,
+                MvccError::Storage(_) => Code::Internal,
+            },
+            ApiError::RequestTooLarge => Code::InvalidArgument,
+            ApiError::NoLeader
+            | ApiError::LeaderChanged
+            | ApiError::Timeout
+            | ApiError::Stopped => Code::Unavailable,
+            ApiError::Unimplemented(_) => Code::Unimplemented,
+            ApiError::Internal(_) => Code::Internal,
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_codes_and_strings() {
+        let cases = [
+            (ApiError::Mvcc(MvccError::Compacted), Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
+            (ApiError::Mvcc(MvccError::FutureRevision), Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
+            (ApiError::Mvcc(MvccError::TooManyOps), Code::InvalidArgument, "etcdserver: too many operations in txn request"),
+            (ApiError::Mvcc(MvccError::DuplicateKey), Code::InvalidArgument, "etcdserver: duplicate key given in txn request"),
+            (ApiError::Mvcc(MvccError::EmptyKey), Code::InvalidArgument, "etcdserver: key is not provided"),
+            (ApiError::Mvcc(MvccError::LeaseNotFound), Code::NotFound, "etcdserver: requested lease not found"),
+            (ApiError::RequestTooLarge, Code::InvalidArgument, "etcdserver: request is too large"),
+            (ApiError::NoLeader, Code::Unavailable, "etcdserver: no leader"),
+            (ApiError::Timeout, Code::Unavailable, "etcdserver: request timed out"),
+        ];
+        for (error, code, message) in cases {
+            let status = Status::from(error);
+            assert_eq!(status.code(), code);
+            assert_eq!(status.message(), message);
+        }
+    }
+}

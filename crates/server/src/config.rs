@@ -1,0 +1,357 @@
+//! `beacond`'s configuration: a TOML file (see `cluster-config/`), or the single-node defaults.
+//!
+//! Validation happens before anything is opened, so a bad config fails at start with a clear
+//! message: duplicate member ids, unparsable addresses, a data directory that cannot be written.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use beacon_storage::Member;
+use serde::Deserialize;
+
+/// etcd's default limit on a request's size (1.5 MiB).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+/// etcd's default limit on operations per txn branch.
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+
+/// The whole configuration of one member.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Member name (etcd's `--name`).
+    pub name: String,
+    /// Member id, unique in the cluster, not 0. Also the etcd member id.
+    pub id: u64,
+    /// Where RocksDB keeps this member's data.
+    pub data_dir: PathBuf,
+    /// Distinguishes clusters that happen to have the same members; part of the cluster id.
+    #[serde(default = "default_cluster_token")]
+    pub cluster_token: String,
+    /// Client (etcd API) endpoint.
+    pub client: EndpointConfig,
+    /// Peer (Raft) endpoint.
+    pub peer: EndpointConfig,
+    /// The members the cluster starts with, this one included. Empty means a single-node cluster.
+    #[serde(default)]
+    pub initial_members: Vec<InitialMember>,
+    /// Raft timing.
+    #[serde(default)]
+    pub raft: RaftConfig,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// A listen address and the address other members and clients should use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// host:port to bind (an IP address).
+    pub listen: String,
+    /// host:port to advertise; defaults to `listen`.
+    pub advertise: Option<String>,
+}
+
+/// A member of the initial cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitialMember {
+    pub id: u64,
+    pub name: String,
+    /// Its advertised peer address, host:port.
+    pub peer: String,
+    /// Its advertised client address, host:port.
+    pub client: String,
+}
+
+/// Raft timing, in milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a Raft snapshot (and purge the log) after this many entries.
+    pub snapshot_after_entries: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            snapshot_after_entries: 100_000,
+        }
+    }
+}
+
+/// etcd's request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_request_bytes: DEFAULT_MAX_REQUEST_BYTES, max_txn_ops: DEFAULT_MAX_TXN_OPS }
+    }
+}
+
+fn default_cluster_token() -> String {
+    "beacon-cluster".to_string()
+}
+
+impl ServerConfig {
+    /// The configuration of `beacond` started without a config file: a single-node cluster on
+    /// 127.0.0.1:2379 with its data in `./default.beacon`.
+    pub fn single_node_default() -> Self {
+        Self {
+            name: "default".to_string(),
+            id: 1,
+            data_dir: PathBuf::from("default.beacon"),
+            cluster_token: default_cluster_token(),
+            client: EndpointConfig { listen: "127.0.0.1:2379".into(), advertise: None },
+            peer: EndpointConfig { listen: "127.0.0.1:2380".into(), advertise: None },
+            initial_members: Vec::new(),
+            raft: RaftConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+
+    /// Reads and validates a TOML config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let config: ServerConfig =
+            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// The advertised client address.
+    pub fn client_advertise(&self) -> &str {
+        self.client.advertise.as_deref().unwrap_or(&self.client.listen)
+    }
+
+    /// The advertised peer address.
+    pub fn peer_advertise(&self) -> &str {
+        self.peer.advertise.as_deref().unwrap_or(&self.peer.listen)
+    }
+
+    /// The initial membership: the configured members, or this node alone.
+    pub fn initial_membership(&self) -> BTreeMap<u64, Member> {
+        if self.initial_members.is_empty() {
+            let me = Member {
+                name: self.name.clone(),
+                peer_addr: self.peer_advertise().to_string(),
+                client_addr: self.client_advertise().to_string(),
+            };
+            return BTreeMap::from([(self.id, me)]);
+        }
+        self.initial_members
+            .iter()
+            .map(|m| {
+                let member =
+                    Member { name: m.name.clone(), peer_addr: m.peer.clone(), client_addr: m.client.clone() };
+                (m.id, member)
+            })
+            .collect()
+    }
+
+    /// etcd's cluster id: a hash of the token and the initial members, equal on every member
+    /// started from the same initial configuration.
+    pub fn cluster_id(&self) -> u64 {
+        let mut hash = Fnv64::new();
+        hash.write(self.cluster_token.as_bytes());
+        for (id, member) in self.initial_membership() {
+            hash.write(&id.to_be_bytes());
+            hash.write(member.peer_addr.as_bytes());
+        }
+        hash.finish()
+    }
+
+    /// Checks everything that can be checked before opening storage.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.id == 0 {
+            bail!("member id must not be 0");
+        }
+        if self.name.trim().is_empty() {
+            bail!("member name must not be empty");
+        }
+        parse_listen(&self.client.listen, "client.listen")?;
+        parse_listen(&self.peer.listen, "peer.listen")?;
+        parse_host_port(self.client_advertise(), "client.advertise")?;
+        parse_host_port(self.peer_advertise(), "peer.advertise")?;
+        let mut ids = HashSet::new();
+        let mut peers = HashSet::new();
+        for member in &self.initial_members {
+            if member.id == 0 {
+                bail!("initial member {:?} has id 0; ids must be non-zero", member.name);
+            }
+            if !ids.insert(member.id) {
+                bail!("duplicate member id {} in initial_members", member.id);
+            }
+            if !peers.insert(member.peer.clone()) {
+                bail!("duplicate peer address {} in initial_members", member.peer);
+            }
+            parse_host_port(&member.peer, &format!("initial member {} peer", member.id))?;
+            parse_host_port(&member.client, &format!("initial member {} client", member.id))?;
+        }
+        if !self.initial_members.is_empty() {
+            let me = self.initial_members.iter().find(|m| m.id == self.id).with_context(|| {
+                format!("this member's id {} is not among initial_members", self.id)
+            })?;
+            if me.peer != self.peer_advertise() {
+                bail!(
+                    "initial member {} has peer address {} but this member advertises {}",
+                    self.id,
+                    me.peer,
+                    self.peer_advertise()
+                );
+            }
+        }
+        let raft = &self.raft;
+        if raft.heartbeat_interval_ms == 0 || raft.election_timeout_min_ms <= raft.heartbeat_interval_ms {
+            bail!("raft: election_timeout_min_ms must be larger than heartbeat_interval_ms (> 0)");
+        }
+        if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
+            bail!("raft: election_timeout_max_ms must be larger than election_timeout_min_ms");
+        }
+        if self.limits.max_txn_ops == 0 || self.limits.max_request_bytes == 0 {
+            bail!("limits must be positive");
+        }
+        Ok(())
+    }
+
+    /// Creates the data directory if needed and proves it is writable.
+    pub fn prepare_data_dir(&self) -> anyhow::Result<()> {
+        let dir = &self.data_dir;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        let probe = dir.join(".write-test");
+        std::fs::write(&probe, b"ok")
+            .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+        let _ = std::fs::remove_file(probe);
+        Ok(())
+    }
+}
+
+fn parse_listen(value: &str, field: &str) -> anyhow::Result<SocketAddr> {
+    value
+        .parse::<SocketAddr>()
+        .with_context(|| format!("{field}: {value:?} is not an IP address with a port (e.g. 127.0.0.1:2379)"))
+}
+
+fn parse_host_port(value: &str, field: &str) -> anyhow::Result<()> {
+    if value.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = value
+        .rsplit_once(':')
+        .with_context(|| format!("{field}: {value:?} is not host:port"))?;
+    let port_ok = port.parse::<u16>().map(|p| p != 0).unwrap_or(false);
+    let host_ok = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !port_ok || !host_ok {
+        bail!("{field}: {value:?} is not host:port");
+    }
+    Ok(())
+}
+
+/// FNV-1a, 64 bit: a stable hash (std's hasher may change between Rust releases).
+struct Fnv64(u64);
+
+impl Fnv64 {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        // Field separator, so ("ab","c") and ("a","bc") differ.
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three_nodes() -> ServerConfig {
+        toml::from_str(
+            r#"
+            name = "node1"
+            id = 1
+            data_dir = "/tmp/x"
+            client = { listen = "127.0.0.1:2379" }
+            peer = { listen = "127.0.0.1:2380" }
+            [[initial_members]]
+            id = 1
+            name = "node1"
+            peer = "127.0.0.1:2380"
+            client = "127.0.0.1:2379"
+            [[initial_members]]
+            id = 2
+            name = "node2"
+            peer = "127.0.0.1:12380"
+            client = "127.0.0.1:12379"
+            "#,
+        )
+        .expect("valid toml")
+    }
+
+    #[test]
+    fn valid_config_passes_and_cluster_id_is_stable() {
+        let config = three_nodes();
+        config.validate().expect("valid");
+        assert_eq!(config.cluster_id(), three_nodes().cluster_id());
+        let mut other = three_nodes();
+        other.cluster_token = "other".into();
+        assert_ne!(config.cluster_id(), other.cluster_id());
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let mut config = three_nodes();
+        config.initial_members[1].id = 1;
+        let error = config.validate().expect_err("duplicate id").to_string();
+        assert!(error.contains("duplicate member id 1"), "{error}");
+    }
+
+    #[test]
+    fn bad_addresses_are_refused() {
+        let mut config = three_nodes();
+        config.client.listen = "localhost:99999".into();
+        assert!(config.validate().is_err());
+        let mut config = three_nodes();
+        config.initial_members[1].peer = "no port".into();
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn member_must_be_in_initial_members() {
+        let mut config = three_nodes();
+        config.id = 7;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let result: Result<ServerConfig, _> = toml::from_str(
+            "name='a'\nid=1\ndata_dir='x'\nbogus=1\nclient={listen='127.0.0.1:1'}\npeer={listen='127.0.0.1:2'}",
+        );
+        assert!(result.is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! The server side of the peer protocol (port 2380): Raft RPCs into openraft, writes forwarded by
+//! followers, and read-index requests.
+
+use std::sync::Arc;
+
+use beacon_proto::beacon::v1::raft_peer_server::RaftPeer;
+use beacon_proto::beacon::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
+use beacon_storage::Command;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::raft_node::RaftNode;
+
+/// Implements `beacon.v1.RaftPeer`.
+pub struct PeerService {
+    pub node: Arc<RaftNode>,
+}
+
+impl PeerService {
+    fn decode<T: DeserializeOwned>(&self, payload: &RaftPayload) -> Result<T, Status> {
+        self.check_cluster(payload.cluster_id)?;
+        bincode::deserialize(&payload.data)
+            .map_err(|error| Status::invalid_argument(format!("undecodable peer message: {error}")))
+    }
+
+    fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
+        if cluster_id != self.node.identity.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "peer belongs to cluster {cluster_id:016x}, this member to {:016x}",
+                self.node.identity.cluster_id
+            )));
+        }
+        Ok(())
+    }
+
+    fn encode<T: Serialize>(&self, value: &T) -> Result<Response<RaftPayload>, Status> {
+        let data = bincode::serialize(value)
+            .map_err(|error| Status::internal(format!("cannot encode peer message: {error}")))?;
+        Ok(Response::new(RaftPayload { cluster_id: self.node.identity.cluster_id, data }))
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = self.decode(request.get_ref())?;
+        let answer = self.node.raft.append_entries(rpc).await;
+        self.encode(&answer)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = self.decode(request.get_ref())?;
+        let answer = self.node.raft.vote(rpc).await;
+        self.encode(&answer)
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = self.decode(request.get_ref())?;
+        let answer = self.node.raft.install_snapshot(rpc).await;
+        self.encode(&answer)
+    }
+
+    async fn forward(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let command: Command = self.decode(request.get_ref())?;
+        let outcome = self.node.propose_as_leader(command).await;
+        self.encode(&outcome)
+    }
+
+    async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        self.check_cluster(request.get_ref().cluster_id)?;
+        let leader_id = self.node.raft.metrics().borrow().current_leader.unwrap_or(0);
+        let response = match self.node.leader_read_index().await {
+            Ok(read_index) => ReadIndexResponse { read_index: read_index.unwrap_or(0), error: String::new(), leader_id },
+            Err(error) => ReadIndexResponse { read_index: 0, error: error.to_string(), leader_id },
+        };
+        Ok(Response::new(response))
+    }
+}

@@ -1,0 +1,239 @@
+//! A running member's Raft handle and the two operations every API service builds on:
+//! [`RaftNode::write`] (propose a command, forwarding to the leader when this member is a
+//! follower) and [`RaftNode::linearize`] (a read barrier: read index, confirmed by a quorum).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use beacon_mvcc::pb;
+use beacon_storage::{Command, CommandResponse, Identity, KvReader, Member, NodeId, TypeConfig};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::Raft;
+use serde::{Deserialize, Serialize};
+
+use crate::api_error::ApiError;
+use crate::config::LimitsConfig;
+use crate::peer_network::PeerClients;
+use crate::read_barrier::ReadBarrier;
+
+/// How long a request may wait for a leader, a forwarded write or a read index (etcd's default
+/// request timeout is 5 s plus election time).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// The answer of a leader to a forwarded write.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardOutcome {
+    /// Proposed, committed and applied.
+    Applied(CommandResponse),
+    /// The receiver is not the leader; the command was not proposed, so it may be sent again.
+    NotLeader,
+    /// The command failed; it may or may not have been committed (e.g. leader changed).
+    Failed(ApiError),
+}
+
+/// One member's Raft instance with its read handle and peer connections.
+pub struct RaftNode {
+    pub raft: Raft<TypeConfig>,
+    pub reader: KvReader,
+    pub identity: Identity,
+    pub peers: PeerClients,
+    pub limits: LimitsConfig,
+    /// Rounds of this member's own linearizable reads.
+    pub read_barrier: ReadBarrier,
+    /// Rounds of leadership confirmation for read-index requests from followers.
+    pub leader_barrier: ReadBarrier,
+}
+
+impl RaftNode {
+    /// The header every etcd response carries.
+    pub fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader {
+            cluster_id: self.identity.cluster_id,
+            member_id: self.identity.member_id,
+            revision,
+            raft_term: self.raft.metrics().borrow().current_term,
+        })
+    }
+
+    fn leader(&self) -> Option<(NodeId, Option<Member>)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader).cloned();
+        Some((leader, node))
+    }
+
+    /// Waits until some member is leader, or the deadline passes.
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<(NodeId, Option<Member>), ApiError> {
+        if let Some(leader) = self.leader() {
+            return Ok(leader);
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let waited = self
+            .raft
+            .wait(Some(remaining))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await;
+        match waited {
+            Ok(_) => self.leader().ok_or(ApiError::NoLeader),
+            Err(openraft::metrics::WaitError::ShuttingDown) => Err(ApiError::Stopped),
+            Err(openraft::metrics::WaitError::Timeout(..)) => Err(ApiError::NoLeader),
+        }
+    }
+
+    /// Proposes `command` and returns its applied result. On a follower the command goes to the
+    /// leader over the peer channel. A command is only sent again when it certainly was not
+    /// proposed (the receiver was not leader); once proposed, a lost answer is an error for the
+    /// client to handle, never a silent retry (which could apply a write twice).
+    pub async fn write(&self, command: Command) -> Result<CommandResponse, ApiError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let (leader, node) = self.wait_for_leader(deadline).await?;
+            let outcome = if leader == self.identity.member_id {
+                self.propose_as_leader(command.clone()).await
+            } else {
+                let node = node.ok_or(ApiError::NoLeader)?;
+                self.forward(&node, &command, deadline).await?
+            };
+            match outcome {
+                ForwardOutcome::Applied(response) => return Ok(response),
+                ForwardOutcome::Failed(error) => return Err(error),
+                ForwardOutcome::NotLeader => {
+                    if Instant::now() >= deadline {
+                        return Err(ApiError::NoLeader);
+                    }
+                    // Our view of the leader is stale; let the election news arrive.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// Proposes locally. Used by [`RaftNode::write`] and by the peer service for forwarded writes.
+    pub async fn propose_as_leader(&self, command: Command) -> ForwardOutcome {
+        if self.leader().map(|(id, _)| id) != Some(self.identity.member_id) {
+            return ForwardOutcome::NotLeader;
+        }
+        match self.raft.client_write(command).await {
+            Ok(response) => ForwardOutcome::Applied(response.data),
+            // We believed we were leader: the entry may have been appended before we stepped
+            // down, so its fate is unknown. etcd answers "leader changed" in this case.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                ForwardOutcome::Failed(ApiError::LeaderChanged)
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
+                ForwardOutcome::Failed(ApiError::Internal(error.to_string()))
+            }
+            Err(RaftError::Fatal(_)) => ForwardOutcome::Failed(ApiError::Stopped),
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: &Member,
+        command: &Command,
+        deadline: Instant,
+    ) -> Result<ForwardOutcome, ApiError> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        self.peers
+            .call(&leader.peer_addr, timeout, command, |mut client, request| async move {
+                client.forward(request).await
+            })
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, leader = %leader.name, "forwarding a write failed");
+                ApiError::Timeout
+            })
+    }
+
+    /// A read barrier for linearizable reads: returns once this member has applied everything
+    /// committed before the call. The leader confirms its leadership with a quorum heartbeat
+    /// (openraft's read index), so a deposed or partitioned leader can never serve stale data;
+    /// a follower asks the leader for that index and waits until it has applied it. Concurrent
+    /// reads share rounds ([`ReadBarrier`]).
+    pub async fn linearize(self: &Arc<Self>) -> Result<(), ApiError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let node = self.clone();
+        let index = self
+            .read_barrier
+            .read_index(move || {
+                let node = node.clone();
+                async move { node.fetch_read_index(deadline).await }
+            })
+            .await?;
+        self.wait_applied(index, deadline).await
+    }
+
+    /// The leader's read index, confirmed by a quorum; used by [`RaftNode::linearize`] on the
+    /// leader and by the peer service for followers.
+    pub async fn leader_read_index(self: &Arc<Self>) -> Result<Option<u64>, ApiError> {
+        let node = self.clone();
+        self.leader_barrier
+            .read_index(move || {
+                let node = node.clone();
+                async move { node.confirm_leadership().await }
+            })
+            .await
+    }
+
+    async fn confirm_leadership(&self) -> Result<Option<u64>, ApiError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _applied)) => Ok(read_log_id.map(|id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(ApiError::LeaderChanged),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Err(ApiError::Timeout),
+            Err(RaftError::Fatal(_)) => Err(ApiError::Stopped),
+        }
+    }
+
+    async fn fetch_read_index(&self, deadline: Instant) -> Result<Option<u64>, ApiError> {
+        loop {
+            let (leader, node) = self.wait_for_leader(deadline).await?;
+            let read_index = if leader == self.identity.member_id {
+                match self.confirm_leadership().await {
+                    Ok(index) => Some(index),
+                    Err(ApiError::LeaderChanged) => None,
+                    Err(error) => return Err(error),
+                }
+            } else {
+                let node = node.ok_or(ApiError::NoLeader)?;
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                let response = self.peers.read_index(&node.peer_addr, timeout).await.map_err(|error| {
+                    tracing::warn!(%error, leader = %node.name, "read index from the leader failed");
+                    ApiError::Timeout
+                })?;
+                response.error.is_empty().then_some(Some(response.read_index))
+            };
+            match read_index {
+                Some(index) => return Ok(index),
+                None if Instant::now() >= deadline => return Err(ApiError::NoLeader),
+                // Leadership is moving; ask again once the news has arrived.
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    async fn wait_applied(&self, index: Option<u64>, deadline: Instant) -> Result<(), ApiError> {
+        let applied = self.reader.last_applied().map(|id| id.index);
+        if applied >= index {
+            return Ok(());
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(remaining))
+            .applied_index_at_least(index, "read index applied")
+            .await
+            .map(|_| ())
+            .map_err(|error| match error {
+                openraft::metrics::WaitError::ShuttingDown => ApiError::Stopped,
+                openraft::metrics::WaitError::Timeout(..) => ApiError::Timeout,
+            })
+    }
+
+    /// Rejects a write whose encoded size exceeds etcd's request limit.
+    pub fn check_request_size(&self, encoded_len: usize) -> Result<(), ApiError> {
+        if encoded_len > self.limits.max_request_bytes {
+            return Err(ApiError::RequestTooLarge);
+        }
+        Ok(())
+    }
+}

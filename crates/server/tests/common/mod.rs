@@ -1,0 +1,218 @@
+//! A harness for integration tests: real `beacond` processes on loopback, each with its own
+//! generated config and temp data directory, killed when the cluster is dropped.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use beacon_proto::etcdserverpb::kv_client::KvClient;
+use beacon_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use beacon_proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use tonic::transport::Channel;
+
+/// Generous bound for anything a healthy cluster does (elections take ~1-2 s).
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct TestNode {
+    pub id: u64,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<TestNode>,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+impl TestCluster {
+    /// Writes configs for `size` members and starts them all.
+    pub fn start(size: usize) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addrs: Vec<(String, String)> = (0..size)
+            .map(|_| (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let mut members = String::new();
+        for (index, (client, peer)) in addrs.iter().enumerate() {
+            members.push_str(&format!(
+                "\n[[initial_members]]\nid = {}\nname = \"node{}\"\npeer = \"{peer}\"\nclient = \"{client}\"\n",
+                index + 1,
+                index + 1
+            ));
+        }
+        let nodes = addrs
+            .iter()
+            .enumerate()
+            .map(|(index, (client, peer))| {
+                let id = index as u64 + 1;
+                let data_dir = dir.path().join(format!("node{id}"));
+                let config = format!(
+                    "name = \"node{id}\"\nid = {id}\ndata_dir = \"{}\"\ncluster_token = \"test\"\n\
+                     [client]\nlisten = \"{client}\"\n[peer]\nlisten = \"{peer}\"\n\
+                     [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n{members}",
+                    data_dir.display()
+                );
+                let config_path = dir.path().join(format!("node{id}.toml"));
+                std::fs::write(&config_path, config).expect("write config");
+                TestNode {
+                    id,
+                    client_addr: client.clone(),
+                    peer_addr: peer.clone(),
+                    config_path,
+                    log_path: dir.path().join(format!("node{id}.log")),
+                    child: None,
+                }
+            })
+            .collect();
+        let mut cluster = TestCluster { dir, nodes };
+        for index in 0..size {
+            cluster.start_node(index);
+        }
+        cluster
+    }
+
+    pub fn start_node(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        assert!(node.child.is_none(), "node {} already running", node.id);
+        let log = File::options().create(true).append(true).open(&node.log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_beacond"))
+            .arg("--config")
+            .arg(&node.config_path)
+            .env("RUST_LOG", "info,openraft=info")
+            .stdout(Stdio::from(log.try_clone().expect("clone log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn beacond");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn stop(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.nodes.iter().map(|n| n.client_addr.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    pub async fn kv(&self, index: usize) -> KvClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.nodes[index].client_addr))
+            .expect("valid uri")
+            .timeout(Duration::from_secs(10))
+            .connect_lazy();
+        KvClient::new(channel)
+    }
+
+    pub async fn maintenance(&self, index: usize) -> MaintenanceClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.nodes[index].client_addr))
+            .expect("valid uri")
+            .timeout(Duration::from_secs(5))
+            .connect_lazy();
+        MaintenanceClient::new(channel)
+    }
+
+    /// Waits until every running member reports the same leader, which is running; returns its index.
+    pub async fn wait_for_leader(&self) -> usize {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let mut leaders = Vec::new();
+            for (index, node) in self.nodes.iter().enumerate() {
+                if node.child.is_none() {
+                    continue;
+                }
+                let status = self.maintenance(index).await.status(StatusRequest {}).await;
+                leaders.push(status.map(|s| s.into_inner().leader).unwrap_or(0));
+            }
+            if let Some(&leader) = leaders.first() {
+                if leader != 0 && leaders.iter().all(|l| *l == leader) {
+                    if let Some(index) = self.nodes.iter().position(|n| n.id == leader && n.child.is_some()) {
+                        return index;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader within {DEADLINE:?}: {leaders:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Puts through member `index`, retrying only while no leader is available
+    /// (Unavailable errors that say so); any other error fails the test.
+    pub async fn put(&self, index: usize, key: &str, value: &str) -> i64 {
+        let deadline = Instant::now() + DEADLINE;
+        let mut kv = self.kv(index).await;
+        loop {
+            let request = PutRequest { key: key.into(), value: value.into(), ..Default::default() };
+            match kv.put(request).await {
+                Ok(response) => return response.into_inner().header.expect("header").revision,
+                Err(status) if status.message() == "etcdserver: no leader" && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(status) => panic!("put {key} via node {} failed: {status}\n{}", index + 1, self.logs()),
+            }
+        }
+    }
+
+    pub async fn get(&self, index: usize, key: &str, serializable: bool) -> Option<(String, i64)> {
+        let request = RangeRequest { key: key.into(), serializable, ..Default::default() };
+        // Errors (a member still starting) read as "not there": callers compare with what they expect.
+        let response = self.kv(index).await.range(request).await.ok()?.into_inner();
+        response
+            .kvs
+            .first()
+            .map(|kv| (String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision))
+    }
+
+    /// The tail of every member's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let text = std::fs::read_to_string(&node.log_path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- node{} ---\n{}", node.id, tail.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.kill(index);
+        }
+    }
+}

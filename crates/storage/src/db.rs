@@ -1,0 +1,116 @@
+//! Opening a member's RocksDB database: column families, tuning and the identity check.
+//!
+//! Column families (the persistence layout, also in ARCHITECTURE.md):
+//! - `raft_log`: log index (u64, big-endian) -> bincode `Entry<TypeConfig>`;
+//! - `raft_state`: `vote`, `committed`, `last_purged` -> bincode;
+//! - `kv`: MVCC revision (main, sub; 16 bytes big-endian) -> protobuf `mvccpb.KeyValue`
+//!   (a record with version 0 is a tombstone);
+//! - `meta`: `cluster_id`, `member_id` (u64 BE), `applied` and `membership` (bincode),
+//!   `revision` and `compact_revision` (i64 BE), written atomically with the records they describe;
+//! - `snapshot`: `meta` and `data` of the last built or installed Raft snapshot.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+
+use crate::error::StorageError;
+use crate::log_store::LogStore;
+use crate::state_machine::StateMachineStore;
+
+pub(crate) const CF_RAFT_LOG: &str = "raft_log";
+pub(crate) const CF_RAFT_STATE: &str = "raft_state";
+pub(crate) const CF_KV: &str = "kv";
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_SNAPSHOT: &str = "snapshot";
+const COLUMN_FAMILIES: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_STATE, CF_KV, CF_META, CF_SNAPSHOT];
+
+const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
+const KEY_MEMBER_ID: &[u8] = b"member_id";
+
+/// The cluster and member a data directory belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// etcd's cluster_id: derived from the initial membership, equal on every member.
+    pub cluster_id: u64,
+    /// etcd's member_id: the node id.
+    pub member_id: u64,
+}
+
+/// Everything opened from one data directory.
+pub struct OpenedStore {
+    /// The Raft log store, handed to openraft.
+    pub log_store: LogStore,
+    /// The state machine, handed to openraft; clone its [`crate::KvReader`] for reads first.
+    pub state_machine: StateMachineStore,
+    /// True when the directory was created by this call (a pristine member).
+    pub fresh: bool,
+}
+
+/// Opens (creating if needed) the database in `path` for `identity`. A directory created for
+/// another cluster or member is refused, so a misconfigured node never joins the wrong cluster.
+pub fn open(path: &Path, identity: Identity) -> Result<OpenedStore, StorageError> {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    // One WAL for all column families: a single WAL sync makes log entries, votes and state
+    // machine records durable together.
+    options.set_max_background_jobs(2);
+    options.set_bytes_per_sync(1 << 20);
+    let descriptors = COLUMN_FAMILIES
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    let db = Arc::new(DB::open_cf_descriptors(&options, path, descriptors)?);
+    let fresh = check_identity(&db, path, identity)?;
+    let log_store = LogStore::new(db.clone())?;
+    let state_machine = StateMachineStore::open(db)?;
+    Ok(OpenedStore { log_store, state_machine, fresh })
+}
+
+/// Returns true when the directory had no identity yet (and records `identity` in it).
+fn check_identity(db: &DB, path: &Path, identity: Identity) -> Result<bool, StorageError> {
+    let meta = cf(db, CF_META);
+    let stored_cluster = db.get_cf(meta, KEY_CLUSTER_ID)?.map(|v| decode_u64(&v)).transpose()?;
+    let stored_member = db.get_cf(meta, KEY_MEMBER_ID)?.map(|v| decode_u64(&v)).transpose()?;
+    match (stored_cluster, stored_member) {
+        (Some(cluster_id), Some(member_id)) => {
+            if cluster_id != identity.cluster_id || member_id != identity.member_id {
+                return Err(StorageError::IdentityMismatch {
+                    path: path.display().to_string(),
+                    found: format!("cluster {cluster_id:016x} member {member_id:x}"),
+                    expected: format!(
+                        "cluster {:016x} member {:x}",
+                        identity.cluster_id, identity.member_id
+                    ),
+                });
+            }
+            Ok(false)
+        }
+        _ => {
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.put_cf(meta, KEY_CLUSTER_ID, identity.cluster_id.to_be_bytes());
+            batch.put_cf(meta, KEY_MEMBER_ID, identity.member_id.to_be_bytes());
+            db.write_opt(batch, &synced())?;
+            Ok(true)
+        }
+    }
+}
+
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name)
+        .expect("every column family is created when the database is opened")
+}
+
+pub(crate) fn synced() -> rocksdb::WriteOptions {
+    let mut options = rocksdb::WriteOptions::default();
+    options.set_sync(true);
+    options
+}
+
+pub(crate) fn decode_u64(bytes: &[u8]) -> Result<u64, StorageError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| StorageError::Corrupt {
+        what: "meta",
+        detail: format!("expected 8 bytes, found {}", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(array))
+}

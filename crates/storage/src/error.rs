@@ -1,0 +1,23 @@
+//! Errors of the storage crate (opening and identity checks). Errors inside openraft's storage
+//! traits are openraft's own `StorageError`, which stops the node.
+
+/// Why a data directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// RocksDB failed (permissions, corruption, disk).
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// The data directory was created by another cluster or another member.
+    #[error("data directory {path} belongs to {found}, but this node is configured as {expected}")]
+    IdentityMismatch {
+        path: String,
+        found: String,
+        expected: String,
+    },
+    /// The log syncer thread could not be started.
+    #[error("cannot start the log syncer thread: {0}")]
+    Thread(std::io::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt record in {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}

@@ -1,0 +1,357 @@
+//! The replicated state machine: etcd MVCC over RocksDB records.
+//!
+//! The key index lives in memory ([`KvStore`]); records (one per revision) live in the `kv`
+//! column family. Each `apply` call writes the records it produced, the applied log id, the
+//! membership and the store revisions in one RocksDB batch: after a crash the state machine is
+//! exactly at some applied log id and openraft replays the rest of the log from there. The batch
+//! is not synced on its own; the Raft log is the durable record and the next log fsync (same WAL)
+//! covers these writes too.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use beacon_mvcc::{pb, KvStore, MvccError, Mutation, NoLeases, Revision, RevisionReader};
+use beacon_proto::mvccpb::KeyValue;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
+    StoredMembership,
+};
+use prost::Message;
+use rocksdb::{IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{cf, synced, CF_KV, CF_META, CF_SNAPSHOT};
+use crate::error::StorageError;
+use crate::{Command, CommandResponse, Member, NodeId, TypeConfig};
+
+type RaftStorageError = openraft::StorageError<NodeId>;
+
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+const KEY_REVISION: &[u8] = b"revision";
+const KEY_COMPACT_REVISION: &[u8] = b"compact_revision";
+const KEY_SNAPSHOT_META: &[u8] = b"meta";
+const KEY_SNAPSHOT_DATA: &[u8] = b"data";
+
+struct Applied {
+    kv: KvStore,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, Member>,
+}
+
+/// The state machine handed to openraft.
+pub struct StateMachineStore {
+    reader: KvReader,
+    snapshot_seq: u64,
+}
+
+/// A cheap, cloneable read handle on the applied state, for the API services.
+#[derive(Clone)]
+pub struct KvReader {
+    db: Arc<DB>,
+    state: Arc<RwLock<Applied>>,
+}
+
+/// Reads MVCC records from the `kv` column family.
+struct DbRecords<'a> {
+    db: &'a DB,
+}
+
+impl RevisionReader for DbRecords<'_> {
+    fn read(&self, revision: Revision) -> Result<Option<KeyValue>, MvccError> {
+        let bytes = self
+            .db
+            .get_cf(cf(self.db, CF_KV), revision.to_bytes())
+            .map_err(|e| MvccError::Storage(e.to_string()))?;
+        bytes
+            .map(|bytes| KeyValue::decode(bytes.as_slice()))
+            .transpose()
+            .map_err(|e| MvccError::Storage(e.to_string()))
+    }
+}
+
+/// What a snapshot carries besides openraft's meta: every record and the store revisions.
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload {
+    current_revision: i64,
+    compact_revision: i64,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl KvReader {
+    fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        // A panic while holding the lock already stopped the node; the data is still consistent
+        // because records and the index change together under the write lock.
+        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Applied> {
+        self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An etcd Range over the applied state.
+    pub fn range(&self, request: &pb::RangeRequest) -> Result<pb::RangeResponse, MvccError> {
+        let state = self.read();
+        state.kv.range(&DbRecords { db: &self.db }, request)
+    }
+
+    /// A read-only etcd Txn over the applied state.
+    pub fn read_txn(&self, request: &pb::TxnRequest) -> Result<pb::TxnResponse, MvccError> {
+        let state = self.read();
+        state.kv.read_txn(&DbRecords { db: &self.db }, request)
+    }
+
+    /// The current store revision (etcd's header revision).
+    pub fn current_revision(&self) -> i64 {
+        self.read().kv.current_revision()
+    }
+
+    /// The last applied Raft log id.
+    pub fn last_applied(&self) -> Option<LogId<NodeId>> {
+        self.read().last_applied
+    }
+
+    /// The membership as of the last applied entry.
+    pub fn membership(&self) -> StoredMembership<NodeId, Member> {
+        self.read().membership.clone()
+    }
+
+    /// Bytes the database occupies on disk (SST files plus memtables), for Maintenance.Status.
+    pub fn db_size(&self) -> i64 {
+        let property = |name: &str| -> u64 {
+            [crate::db::CF_KV, crate::db::CF_RAFT_LOG, CF_META]
+                .iter()
+                .filter_map(|family| {
+                    self.db
+                        .property_int_value_cf(cf(&self.db, family), name)
+                        .ok()
+                        .flatten()
+                })
+                .sum()
+        };
+        let bytes = property("rocksdb.total-sst-files-size") + property("rocksdb.cur-size-all-mem-tables");
+        i64::try_from(bytes).unwrap_or(i64::MAX)
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Option<T>, StorageError> {
+        let bytes = db.get_cf(cf(db, CF_META), key)?;
+        bytes
+            .map(|bytes| bincode::deserialize(&bytes))
+            .transpose()
+            .map_err(|e| StorageError::Corrupt { what: "meta", detail: e.to_string() })
+    }
+}
+
+impl StateMachineStore {
+    /// Loads the applied state: meta, then every record into the key index.
+    pub(crate) fn open(db: Arc<DB>) -> Result<Self, StorageError> {
+        let last_applied = KvReader::get_meta(&db, KEY_APPLIED)?.flatten();
+        let membership = KvReader::get_meta(&db, KEY_MEMBERSHIP)?.unwrap_or_default();
+        let current_revision: Option<i64> = KvReader::get_meta(&db, KEY_REVISION)?;
+        let compact_revision: i64 = KvReader::get_meta(&db, KEY_COMPACT_REVISION)?.unwrap_or(0);
+        let kv = match current_revision {
+            None => KvStore::new(),
+            Some(current_revision) => {
+                let records = load_records(&db)?;
+                KvStore::restore(records, current_revision, compact_revision)
+            }
+        };
+        let state = Applied { kv, last_applied, membership };
+        Ok(Self {
+            reader: KvReader { db, state: Arc::new(RwLock::new(state)) },
+            snapshot_seq: 0,
+        })
+    }
+
+    /// A read handle sharing this state machine's state.
+    pub fn reader(&self) -> KvReader {
+        self.reader.clone()
+    }
+}
+
+fn load_records(db: &DB) -> Result<Vec<(Revision, KeyValue)>, StorageError> {
+    let mut records = Vec::new();
+    for item in db.iterator_cf(cf(db, CF_KV), IteratorMode::Start) {
+        let (key, value) = item?;
+        let revision = Revision::from_bytes(&key).ok_or_else(|| StorageError::Corrupt {
+            what: "kv",
+            detail: format!("bad revision key of {} bytes", key.len()),
+        })?;
+        let kv = KeyValue::decode(value.as_ref())
+            .map_err(|e| StorageError::Corrupt { what: "kv", detail: e.to_string() })?;
+        records.push((revision, kv));
+    }
+    Ok(records)
+}
+
+fn put_meta<T: Serialize>(
+    batch: &mut WriteBatch,
+    db: &DB,
+    key: &[u8],
+    value: &T,
+) -> Result<(), RaftStorageError> {
+    let bytes = bincode::serialize(value).map_err(|e| StorageIOError::write_state_machine(&e))?;
+    batch.put_cf(cf(db, CF_META), key, bytes);
+    Ok(())
+}
+
+fn write_applied_meta(batch: &mut WriteBatch, db: &DB, state: &Applied) -> Result<(), RaftStorageError> {
+    put_meta(batch, db, KEY_APPLIED, &state.last_applied)?;
+    put_meta(batch, db, KEY_MEMBERSHIP, &state.membership)?;
+    put_meta(batch, db, KEY_REVISION, &state.kv.current_revision())?;
+    put_meta(batch, db, KEY_COMPACT_REVISION, &state.kv.compact_revision())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
+        let db = self.reader.db.clone();
+        let (payload, last_log_id, membership) = {
+            let state = self.reader.read();
+            let mut records = Vec::new();
+            for item in db.iterator_cf(cf(&db, CF_KV), IteratorMode::Start) {
+                let (key, value) = item.map_err(|e| StorageIOError::read_state_machine(&e))?;
+                records.push((key.to_vec(), value.to_vec()));
+            }
+            let payload = SnapshotPayload {
+                current_revision: state.kv.current_revision(),
+                compact_revision: state.kv.compact_revision(),
+                records,
+            };
+            (payload, state.last_applied, state.membership.clone())
+        };
+        let data = bincode::serialize(&payload).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        self.snapshot_seq += 1;
+        let snapshot_id = match last_log_id {
+            Some(log_id) => format!("{}-{}-{}", log_id.leader_id, log_id.index, self.snapshot_seq),
+            None => format!("none-{}", self.snapshot_seq),
+        };
+        let meta = SnapshotMeta { last_log_id, last_membership: membership, snapshot_id };
+        save_snapshot(&db, &meta, &data)?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+fn save_snapshot(
+    db: &DB,
+    meta: &SnapshotMeta<NodeId, Member>,
+    data: &[u8],
+) -> Result<(), RaftStorageError> {
+    let meta_bytes = bincode::serialize(meta).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+    let mut batch = WriteBatch::default();
+    batch.put_cf(cf(db, CF_SNAPSHOT), KEY_SNAPSHOT_META, meta_bytes);
+    batch.put_cf(cf(db, CF_SNAPSHOT), KEY_SNAPSHOT_DATA, data);
+    db.write_opt(batch, &synced())
+        .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>), RaftStorageError> {
+        let state = self.reader.read();
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, RaftStorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let db = self.reader.db.clone();
+        let mut state = self.reader.write();
+        let mut responses = Vec::new();
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => CommandResponse::None,
+                EntryPayload::Membership(membership) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    CommandResponse::None
+                }
+                EntryPayload::Normal(Command::Write(request)) => {
+                    let result = state
+                        .kv
+                        .apply(&DbRecords { db: &db }, &NoLeases, &request)
+                        .map(|applied| applied.response);
+                    if let Err(MvccError::Storage(detail)) = &result {
+                        return Err(StorageIOError::apply(entry.log_id, &std::io::Error::other(detail.clone())).into());
+                    }
+                    CommandResponse::Write(result)
+                }
+            };
+            responses.push(response);
+        }
+        let mut batch = WriteBatch::default();
+        for mutation in state.kv.take_mutations() {
+            match mutation {
+                Mutation::PutRecord(revision, kv) => {
+                    batch.put_cf(cf(&db, CF_KV), revision.to_bytes(), kv.encode_to_vec());
+                }
+                Mutation::DeleteRecord(revision) => {
+                    batch.delete_cf(cf(&db, CF_KV), revision.to_bytes());
+                }
+            }
+        }
+        write_applied_meta(&mut batch, &db, &state)?;
+        db.write(batch).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        StateMachineStore { reader: self.reader.clone(), snapshot_seq: self.snapshot_seq + 1000 }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, RaftStorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), RaftStorageError> {
+        let data = snapshot.into_inner();
+        let payload: SnapshotPayload =
+            bincode::deserialize(&data).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let db = self.reader.db.clone();
+        let mut records = Vec::with_capacity(payload.records.len());
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf(&db, CF_KV), &[0u8; 16][..], &[0xffu8; 17][..]);
+        for (key, value) in &payload.records {
+            let revision = Revision::from_bytes(key).ok_or_else(|| {
+                StorageIOError::read_snapshot(None, &std::io::Error::other("bad revision key"))
+            })?;
+            let kv = KeyValue::decode(value.as_slice()).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+            batch.put_cf(cf(&db, CF_KV), key, value);
+            records.push((revision, kv));
+        }
+        let mut state = self.reader.write();
+        state.kv = KvStore::restore(records, payload.current_revision, payload.compact_revision);
+        state.last_applied = meta.last_log_id;
+        state.membership = meta.last_membership.clone();
+        write_applied_meta(&mut batch, &db, &state)?;
+        db.write_opt(batch, &synced())
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        save_snapshot(&db, meta, &data)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
+        let db = &self.reader.db;
+        let meta = db
+            .get_cf(cf(db, CF_SNAPSHOT), KEY_SNAPSHOT_META)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let data = db
+            .get_cf(cf(db, CF_SNAPSHOT), KEY_SNAPSHOT_DATA)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        match (meta, data) {
+            (Some(meta), Some(data)) => {
+                let meta = bincode::deserialize(&meta).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+                Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
