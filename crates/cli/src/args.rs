@@ -1,0 +1,127 @@
+//! Command-line grammar (clap derive): global flags and one subcommand enum. Argument structs
+//! of each command group live next to the command in `commands/`.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{bench, endpoint, kv, member, txn};
+use crate::output::Format;
+
+/// `beacon`: talk to a Beacon (or any etcd v3) cluster.
+#[derive(Debug, Parser)]
+#[command(name = "beacon", version, about)]
+pub struct Cli {
+    /// Comma-separated cluster endpoints (host:port or http://host:port).
+    #[arg(
+        long,
+        global = true,
+        env = "BEACON_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Per-request timeout, e.g. 500ms, 5s, 1m.
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every `beacon` command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a key.
+    Put(kv::PutArgs),
+    /// Read a key or a range of keys.
+    Get(kv::GetArgs),
+    /// Delete a key or a range of keys.
+    Del(kv::DeleteArgs),
+    /// Compact the key-value history up to a revision.
+    Compact(kv::CompactArgs),
+    /// Run a transaction (from flags, or from stdin in etcdctl's txn format).
+    Txn(txn::TxnArgs),
+    /// Cluster membership.
+    Member {
+        /// The member command.
+        #[command(subcommand)]
+        command: member::MemberCommand,
+    },
+    /// Per-endpoint status and health.
+    Endpoint {
+        /// The endpoint command.
+        #[command(subcommand)]
+        command: endpoint::EndpointCommand,
+    },
+    /// Benchmark a cluster through the etcd v3 API (works against etcd and Beacon alike).
+    Bench {
+        /// The benchmark case.
+        #[command(subcommand)]
+        case: bench::BenchCase,
+    },
+}
+
+/// Parses `500ms`, `5s`, `1.5s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit_seconds) = if let Some(number) = text.strip_suffix("ms") {
+        (number, 0.001)
+    } else if let Some(number) = text.strip_suffix('s') {
+        (number, 1.0)
+    } else if let Some(number) = text.strip_suffix('m') {
+        (number, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (try 500ms, 5s or 1m)"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!("duration {text:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(value * unit_seconds))
+}
+
+/// Parses a lease id the way etcdctl does: hexadecimal, optionally prefixed with `0x`.
+pub fn parse_lease_id(text: &str) -> Result<i64, String> {
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    u64::from_str_radix(digits, 16)
+        .map(|id| id as i64)
+        .map_err(|_| format!("invalid lease id {text:?} (expected hex, as etcdctl prints it)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn lease_ids_are_hex() {
+        assert_eq!(parse_lease_id("694d77aa9e38260f"), Ok(0x694d77aa9e38260f));
+        assert_eq!(parse_lease_id("0x10"), Ok(16));
+        assert!(parse_lease_id("xyz").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,262 @@
+//! `bench put` and `bench range`: a load generator that speaks only the etcd v3 API, so the same
+//! program measures etcd and Beacon.
+//!
+//! `--clients` requests are kept in flight (one task each), spread round-robin over `--conns`
+//! independent HTTP/2 connections, which are themselves spread round-robin over the endpoints
+//! (like etcd's `benchmark` tool). Every connection is warmed up before the clock starts, so
+//! connection setup is not measured. Latencies go into an HDR histogram (µs resolution).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use beacon_client::connection::open_channel;
+use beacon_client::pb::kv_client::KvClient;
+use beacon_client::{pb, Client, GetOptions};
+use clap::{Args, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+use crate::output::{self, BenchReport, Format};
+
+/// Benchmark cases.
+#[derive(Debug, Subcommand)]
+pub enum BenchCase {
+    /// Puts of random (or sequential) keys.
+    Put(PutBench),
+    /// Ranges (gets) of one key.
+    Range(RangeBench),
+}
+
+/// Load shape shared by every case.
+#[derive(Debug, Args)]
+pub struct Load {
+    /// Independent connections (HTTP/2 channels).
+    #[arg(long, default_value_t = 1)]
+    pub conns: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Requests to send in total.
+    #[arg(long, default_value_t = 10_000)]
+    pub total: u64,
+}
+
+/// `bench put`.
+#[derive(Debug, Args)]
+pub struct PutBench {
+    /// Load shape.
+    #[command(flatten)]
+    pub load: Load,
+    /// Key size in bytes.
+    #[arg(long, default_value_t = 8)]
+    pub key_size: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub val_size: usize,
+    /// Number of distinct keys written.
+    #[arg(long, default_value_t = 1)]
+    pub key_space: u64,
+    /// Write keys 0, 1, 2, … (modulo --key-space) instead of random ones.
+    #[arg(long)]
+    pub sequential_keys: bool,
+}
+
+/// Read consistency of `bench range`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Consistency {
+    /// Linearizable.
+    L,
+    /// Serializable (local, possibly stale).
+    S,
+}
+
+/// `bench range`.
+#[derive(Debug, Args)]
+pub struct RangeBench {
+    /// Load shape.
+    #[command(flatten)]
+    pub load: Load,
+    /// Read consistency.
+    #[arg(long, value_enum, default_value_t = Consistency::L)]
+    pub consistency: Consistency,
+    /// The key to read.
+    #[arg(long, default_value = "bench-key")]
+    pub key: String,
+}
+
+/// What each request does.
+enum Workload {
+    Put {
+        key_size: usize,
+        value: Vec<u8>,
+        key_space: u64,
+        sequential: bool,
+    },
+    Range(pb::RangeRequest),
+}
+
+impl Workload {
+    async fn issue(
+        &self,
+        kv: &mut KvClient<Channel>,
+        sequence: u64,
+        random: &mut StdRng,
+    ) -> Result<(), tonic::Status> {
+        match self {
+            Workload::Put {
+                key_size,
+                value,
+                key_space,
+                sequential,
+            } => {
+                let index = if *sequential {
+                    sequence % key_space
+                } else {
+                    random.gen_range(0..*key_space)
+                };
+                let request = pb::PutRequest {
+                    key: format!("{index:0key_size$}").into_bytes(),
+                    value: value.clone(),
+                    ..Default::default()
+                };
+                kv.put(request).await.map(drop)
+            }
+            Workload::Range(request) => kv.range(request.clone()).await.map(drop),
+        }
+    }
+}
+
+/// Runs a benchmark case and prints its report.
+pub async fn run(client: &Client, format: Format, case: BenchCase) -> anyhow::Result<()> {
+    let (name, load, workload) = match case {
+        BenchCase::Put(bench) => {
+            anyhow::ensure!(bench.key_space > 0, "--key-space must be at least 1");
+            let mut random = StdRng::from_entropy();
+            let value = (0..bench.val_size)
+                .map(|_| random.gen_range(b'a'..=b'z'))
+                .collect();
+            let workload = Workload::Put {
+                key_size: bench.key_size,
+                value,
+                key_space: bench.key_space,
+                sequential: bench.sequential_keys,
+            };
+            ("put".to_string(), bench.load, workload)
+        }
+        BenchCase::Range(bench) => {
+            let options = GetOptions {
+                serializable: matches!(bench.consistency, Consistency::S),
+                ..Default::default()
+            };
+            let name = match bench.consistency {
+                Consistency::L => "range-l",
+                Consistency::S => "range-s",
+            };
+            let request = options.to_request(bench.key.as_bytes());
+            (name.to_string(), bench.load, Workload::Range(request))
+        }
+    };
+    anyhow::ensure!(
+        load.conns > 0 && load.clients > 0 && load.total > 0,
+        "--conns, --clients and --total must be at least 1"
+    );
+    let report = drive(client, name, &load, Arc::new(workload)).await?;
+    println!("{}", output::bench(format, &report));
+    anyhow::ensure!(
+        report.requests > 0,
+        "every request failed ({} errors)",
+        report.errors
+    );
+    Ok(())
+}
+
+/// Opens the connections, warms them up, runs the load and merges the histograms.
+async fn drive(
+    client: &Client,
+    case: String,
+    load: &Load,
+    workload: Arc<Workload>,
+) -> anyhow::Result<BenchReport> {
+    let endpoints = client.endpoints();
+    let timeout = client.options().request_timeout;
+    let mut kvs = Vec::with_capacity(load.conns);
+    for index in 0..load.conns {
+        let endpoint = &endpoints[index % endpoints.len()];
+        let mut kv = KvClient::new(open_channel(endpoint, client.options())?);
+        // Warm-up: connect now so that connection setup is not measured, and fail early with a
+        // clear message when the cluster is unreachable.
+        let warm_up = pb::RangeRequest {
+            key: b"bench-warm-up".to_vec(),
+            serializable: true,
+            ..Default::default()
+        };
+        tokio::time::timeout(timeout, kv.range(warm_up))
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out after {timeout:?}"))
+            .and_then(|result| result.map_err(|status| anyhow::anyhow!("{}", status.message())))
+            .with_context(|| format!("cannot reach {endpoint}"))?;
+        kvs.push(kv);
+    }
+
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let total = load.total;
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for index in 0..load.clients {
+        let mut kv = kvs[index % kvs.len()].clone();
+        let (next, errors, workload) = (next.clone(), errors.clone(), workload.clone());
+        tasks.spawn(async move {
+            let mut histogram = new_histogram();
+            let mut random = StdRng::from_entropy();
+            loop {
+                let sequence = next.fetch_add(1, Ordering::Relaxed);
+                if sequence >= total {
+                    break;
+                }
+                let sent = Instant::now();
+                let request = workload.issue(&mut kv, sequence, &mut random);
+                match tokio::time::timeout(timeout, request).await {
+                    Ok(Ok(())) => {
+                        let micros = sent.elapsed().as_micros().max(1) as u64;
+                        histogram.saturating_record(micros);
+                    }
+                    Ok(Err(_)) | Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            histogram
+        });
+    }
+    let mut histogram = new_histogram();
+    while let Some(joined) = tasks.join_next().await {
+        let worker = joined.context("a benchmark worker panicked")?;
+        histogram
+            .add(&worker)
+            .context("merging latency histograms")?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let millis = |micros: u64| Duration::from_micros(micros).as_secs_f64() * 1000.0;
+    Ok(BenchReport {
+        case,
+        requests: histogram.len(),
+        errors: errors.load(Ordering::Relaxed),
+        seconds,
+        latency_ms: [
+            millis(histogram.value_at_quantile(0.50)),
+            millis(histogram.value_at_quantile(0.90)),
+            millis(histogram.value_at_quantile(0.99)),
+            millis(histogram.max()),
+        ],
+    })
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 1 h at 3 significant digits: any latency a request can have.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
