@@ -13,7 +13,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tonic_build::configure()
         // etcd requests travel inside Raft log entries (bincode), so they need serde.
-        .type_attribute(".etcdserverpb", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .type_attribute(
+            ".etcdserverpb",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
         .type_attribute(".mvccpb", "#[derive(serde::Serialize, serde::Deserialize)]")
         .compile_protos(&files, &[root])?;
     Ok(())

@@ -61,15 +61,51 @@ mod tests {
     #[test]
     fn etcd_codes_and_strings() {
         let cases = [
-            (ApiError::Mvcc(MvccError::Compacted), Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
-            (ApiError::Mvcc(MvccError::FutureRevision), Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
-            (ApiError::Mvcc(MvccError::TooManyOps), Code::InvalidArgument, "etcdserver: too many operations in txn request"),
-            (ApiError::Mvcc(MvccError::DuplicateKey), Code::InvalidArgument, "etcdserver: duplicate key given in txn request"),
-            (ApiError::Mvcc(MvccError::EmptyKey), Code::InvalidArgument, "etcdserver: key is not provided"),
-            (ApiError::Mvcc(MvccError::LeaseNotFound), Code::NotFound, "etcdserver: requested lease not found"),
-            (ApiError::RequestTooLarge, Code::InvalidArgument, "etcdserver: request is too large"),
-            (ApiError::NoLeader, Code::Unavailable, "etcdserver: no leader"),
-            (ApiError::Timeout, Code::Unavailable, "etcdserver: request timed out"),
+            (
+                ApiError::Mvcc(MvccError::Compacted),
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
+            (
+                ApiError::Mvcc(MvccError::FutureRevision),
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+            (
+                ApiError::Mvcc(MvccError::TooManyOps),
+                Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
+            (
+                ApiError::Mvcc(MvccError::DuplicateKey),
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request",
+            ),
+            (
+                ApiError::Mvcc(MvccError::EmptyKey),
+                Code::InvalidArgument,
+                "etcdserver: key is not provided",
+            ),
+            (
+                ApiError::Mvcc(MvccError::LeaseNotFound),
+                Code::NotFound,
+                "etcdserver: requested lease not found",
+            ),
+            (
+                ApiError::RequestTooLarge,
+                Code::InvalidArgument,
+                "etcdserver: request is too large",
+            ),
+            (
+                ApiError::NoLeader,
+                Code::Unavailable,
+                "etcdserver: no leader",
+            ),
+            (
+                ApiError::Timeout,
+                Code::Unavailable,
+                "etcdserver: request timed out",
+            ),
         ];
         for (error, code, message) in cases {
             let status = Status::from(error);

@@ -33,7 +33,10 @@ impl ClusterService {
     }
 
     fn not_yet(operation: &str) -> Status {
-        ApiError::Unimplemented(format!("etcdserver: {operation} is not supported by this Beacon version")).into()
+        ApiError::Unimplemented(format!(
+            "etcdserver: {operation} is not supported by this Beacon version"
+        ))
+        .into()
     }
 }
 
@@ -47,10 +50,16 @@ impl Cluster for ClusterService {
             self.node.linearize().await?;
         }
         let revision = self.node.reader.current_revision();
-        Ok(Response::new(pb::MemberListResponse { header: self.node.header(revision), members: self.members() }))
+        Ok(Response::new(pb::MemberListResponse {
+            header: self.node.header(revision),
+            members: self.members(),
+        }))
     }
 
-    async fn member_add(&self, _: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
+    async fn member_add(
+        &self,
+        _: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
         Err(Self::not_yet("member add"))
     }
 

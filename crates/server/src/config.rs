@@ -98,7 +98,10 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_request_bytes: DEFAULT_MAX_REQUEST_BYTES, max_txn_ops: DEFAULT_MAX_TXN_OPS }
+        Self {
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
+        }
     }
 }
 
@@ -115,8 +118,14 @@ impl ServerConfig {
             id: 1,
             data_dir: PathBuf::from("default.beacon"),
             cluster_token: default_cluster_token(),
-            client: EndpointConfig { listen: "127.0.0.1:2379".into(), advertise: None },
-            peer: EndpointConfig { listen: "127.0.0.1:2380".into(), advertise: None },
+            client: EndpointConfig {
+                listen: "127.0.0.1:2379".into(),
+                advertise: None,
+            },
+            peer: EndpointConfig {
+                listen: "127.0.0.1:2380".into(),
+                advertise: None,
+            },
             initial_members: Vec::new(),
             raft: RaftConfig::default(),
             limits: LimitsConfig::default(),
@@ -127,14 +136,17 @@ impl ServerConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let config: ServerConfig =
-            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        let config: ServerConfig = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
         Ok(config)
     }
 
     /// The advertised client address.
     pub fn client_advertise(&self) -> &str {
-        self.client.advertise.as_deref().unwrap_or(&self.client.listen)
+        self.client
+            .advertise
+            .as_deref()
+            .unwrap_or(&self.client.listen)
     }
 
     /// The advertised peer address.
@@ -155,8 +167,11 @@ impl ServerConfig {
         self.initial_members
             .iter()
             .map(|m| {
-                let member =
-                    Member { name: m.name.clone(), peer_addr: m.peer.clone(), client_addr: m.client.clone() };
+                let member = Member {
+                    name: m.name.clone(),
+                    peer_addr: m.peer.clone(),
+                    client_addr: m.client.clone(),
+                };
                 (m.id, member)
             })
             .collect()
@@ -190,7 +205,10 @@ impl ServerConfig {
         let mut peers = HashSet::new();
         for member in &self.initial_members {
             if member.id == 0 {
-                bail!("initial member {:?} has id 0; ids must be non-zero", member.name);
+                bail!(
+                    "initial member {:?} has id 0; ids must be non-zero",
+                    member.name
+                );
             }
             if !ids.insert(member.id) {
                 bail!("duplicate member id {} in initial_members", member.id);
@@ -199,12 +217,19 @@ impl ServerConfig {
                 bail!("duplicate peer address {} in initial_members", member.peer);
             }
             parse_host_port(&member.peer, &format!("initial member {} peer", member.id))?;
-            parse_host_port(&member.client, &format!("initial member {} client", member.id))?;
+            parse_host_port(
+                &member.client,
+                &format!("initial member {} client", member.id),
+            )?;
         }
         if !self.initial_members.is_empty() {
-            let me = self.initial_members.iter().find(|m| m.id == self.id).with_context(|| {
-                format!("this member's id {} is not among initial_members", self.id)
-            })?;
+            let me = self
+                .initial_members
+                .iter()
+                .find(|m| m.id == self.id)
+                .with_context(|| {
+                    format!("this member's id {} is not among initial_members", self.id)
+                })?;
             if me.peer != self.peer_advertise() {
                 bail!(
                     "initial member {} has peer address {} but this member advertises {}",
@@ -215,7 +240,9 @@ impl ServerConfig {
             }
         }
         let raft = &self.raft;
-        if raft.heartbeat_interval_ms == 0 || raft.election_timeout_min_ms <= raft.heartbeat_interval_ms {
+        if raft.heartbeat_interval_ms == 0
+            || raft.election_timeout_min_ms <= raft.heartbeat_interval_ms
+        {
             bail!("raft: election_timeout_min_ms must be larger than heartbeat_interval_ms (> 0)");
         }
         if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
@@ -241,9 +268,9 @@ impl ServerConfig {
 }
 
 fn parse_listen(value: &str, field: &str) -> anyhow::Result<SocketAddr> {
-    value
-        .parse::<SocketAddr>()
-        .with_context(|| format!("{field}: {value:?} is not an IP address with a port (e.g. 127.0.0.1:2379)"))
+    value.parse::<SocketAddr>().with_context(|| {
+        format!("{field}: {value:?} is not an IP address with a port (e.g. 127.0.0.1:2379)")
+    })
 }
 
 fn parse_host_port(value: &str, field: &str) -> anyhow::Result<()> {
@@ -256,7 +283,9 @@ fn parse_host_port(value: &str, field: &str) -> anyhow::Result<()> {
     let port_ok = port.parse::<u16>().map(|p| p != 0).unwrap_or(false);
     let host_ok = !host.is_empty()
         && host.split('.').all(|label| {
-            !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if !port_ok || !host_ok {
         bail!("{field}: {value:?} is not host:port");

@@ -21,15 +21,25 @@ pub struct KvService {
 }
 
 impl KvService {
-    async fn write(&self, request: WriteRequest, encoded_len: usize) -> Result<WriteResponse, ApiError> {
+    async fn write(
+        &self,
+        request: WriteRequest,
+        encoded_len: usize,
+    ) -> Result<WriteResponse, ApiError> {
         self.node.check_request_size(encoded_len)?;
         match self.node.write(Command::Write(request)).await? {
             CommandResponse::Write(result) => Ok(result?),
-            other => Err(ApiError::Internal(format!("unexpected apply result {other:?}"))),
+            other => Err(ApiError::Internal(format!(
+                "unexpected apply result {other:?}"
+            ))),
         }
     }
 
-    fn with_header<T>(&self, mut response: T, header: impl FnOnce(&mut T) -> &mut Option<pb::ResponseHeader>) -> Response<T> {
+    fn with_header<T>(
+        &self,
+        mut response: T,
+        header: impl FnOnce(&mut T) -> &mut Option<pb::ResponseHeader>,
+    ) -> Response<T> {
         let slot = header(&mut response);
         let revision = slot.as_ref().map(|h| h.revision).unwrap_or_default();
         *slot = self.node.header(revision);
@@ -43,7 +53,10 @@ fn unexpected(response: WriteResponse) -> Status {
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
         let request = request.into_inner();
         beacon_mvcc::validate_range(&request).map_err(ApiError::from)?;
         if !request.serializable {
@@ -53,7 +66,10 @@ impl Kv for KvService {
         Ok(self.with_header(response, |r| &mut r.header))
     }
 
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
         let request = request.into_inner();
         beacon_mvcc::validate_put(&request).map_err(ApiError::from)?;
         let encoded_len = request.encoded_len();
@@ -70,19 +86,32 @@ impl Kv for KvService {
         let request = request.into_inner();
         beacon_mvcc::validate_delete_range(&request).map_err(ApiError::from)?;
         let encoded_len = request.encoded_len();
-        match self.write(WriteRequest::DeleteRange(request), encoded_len).await? {
-            WriteResponse::DeleteRange(response) => Ok(self.with_header(response, |r| &mut r.header)),
+        match self
+            .write(WriteRequest::DeleteRange(request), encoded_len)
+            .await?
+        {
+            WriteResponse::DeleteRange(response) => {
+                Ok(self.with_header(response, |r| &mut r.header))
+            }
             other => Err(unexpected(other)),
         }
     }
 
-    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
         let request = request.into_inner();
-        beacon_mvcc::validate_txn(&request, self.node.limits.max_txn_ops).map_err(ApiError::from)?;
+        beacon_mvcc::validate_txn(&request, self.node.limits.max_txn_ops)
+            .map_err(ApiError::from)?;
         if beacon_mvcc::txn_is_read_only(&request) {
             // etcd serves read-only txns as linearizable reads, without a proposal.
             self.node.linearize().await?;
-            let response = self.node.reader.read_txn(&request).map_err(ApiError::from)?;
+            let response = self
+                .node
+                .reader
+                .read_txn(&request)
+                .map_err(ApiError::from)?;
             return Ok(self.with_header(response, |r| &mut r.header));
         }
         let encoded_len = request.encoded_len();
@@ -98,7 +127,10 @@ impl Kv for KvService {
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         let request = request.into_inner();
         let encoded_len = request.encoded_len();
-        match self.write(WriteRequest::Compact(request), encoded_len).await? {
+        match self
+            .write(WriteRequest::Compact(request), encoded_len)
+            .await?
+        {
             WriteResponse::Compact(response) => Ok(self.with_header(response, |r| &mut r.header)),
             other => Err(unexpected(other)),
         }

@@ -42,10 +42,16 @@ use crate::raft_node::RaftNode;
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// Runs a member until `shutdown` resolves (or a server fails).
-pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     config.validate()?;
     config.prepare_data_dir()?;
-    let identity = Identity { cluster_id: config.cluster_id(), member_id: config.id };
+    let identity = Identity {
+        cluster_id: config.cluster_id(),
+        member_id: config.id,
+    };
     let opened = beacon_storage::open(&config.data_dir, identity)
         .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
     let reader = opened.state_machine.reader();
@@ -69,11 +75,27 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     .validate()
     .context("invalid raft settings")?;
     let peers = PeerClients::new(identity.cluster_id);
-    let network = PeerNetwork { clients: peers.clone() };
-    let raft = Raft::new(config.id, Arc::new(raft_config), network, opened.log_store, opened.state_machine)
-        .await
-        .context("cannot start raft")?;
-    let node = Arc::new(RaftNode { raft: raft.clone(), reader, identity, peers, limits: config.limits.clone(), read_barrier: Default::default(), leader_barrier: Default::default() });
+    let network = PeerNetwork {
+        clients: peers.clone(),
+    };
+    let raft = Raft::new(
+        config.id,
+        Arc::new(raft_config),
+        network,
+        opened.log_store,
+        opened.state_machine,
+    )
+    .await
+    .context("cannot start raft")?;
+    let node = Arc::new(RaftNode {
+        raft: raft.clone(),
+        reader,
+        identity,
+        peers,
+        limits: config.limits.clone(),
+        read_barrier: Default::default(),
+        leader_barrier: Default::default(),
+    });
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
@@ -87,18 +109,30 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), until_stopped(stopped.clone()));
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(peer_listener),
+            until_stopped(stopped.clone()),
+        );
 
     let max_message = config.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let (mut health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let client_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(KvServer::new(KvService { node: node.clone() }).max_decoding_message_size(max_message))
+        .add_service(
+            KvServer::new(KvService { node: node.clone() }).max_decoding_message_size(max_message),
+        )
         .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
-        .add_service(MaintenanceServer::new(MaintenanceService { node: node.clone() }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), until_stopped(stopped));
+        .add_service(MaintenanceServer::new(MaintenanceService {
+            node: node.clone(),
+        }))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(client_listener),
+            until_stopped(stopped),
+        );
 
     let peer_task = tokio::spawn(peer_server);
     let client_task = tokio::spawn(client_server);
@@ -120,20 +154,30 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     if let Err(error) = raft.shutdown().await {
         tracing::warn!(%error, "raft did not shut down cleanly");
     }
-    peer_result.context("peer server task")?.context("peer server")?;
-    client_result.context("client server task")?.context("client server")?;
+    peer_result
+        .context("peer server task")?
+        .context("peer server")?;
+    client_result
+        .context("client server task")?
+        .context("client server")?;
     Ok(())
 }
 
 /// Initializes a pristine member with the configured initial membership. A member that has a
 /// vote or log entries was initialized before (or joined), and is never initialized again.
-async fn bootstrap(raft: &Raft<beacon_storage::TypeConfig>, config: &ServerConfig) -> anyhow::Result<()> {
+async fn bootstrap(
+    raft: &Raft<beacon_storage::TypeConfig>,
+    config: &ServerConfig,
+) -> anyhow::Result<()> {
     if raft.is_initialized().await.context("raft stopped")? {
         return Ok(());
     }
     match raft.initialize(config.initial_membership()).await {
         Ok(()) => {
-            tracing::info!(members = config.initial_membership().len(), "initialized a new cluster");
+            tracing::info!(
+                members = config.initial_membership().len(),
+                "initialized a new cluster"
+            );
             Ok(())
         }
         // Another member's vote or entries reached us first: already part of the cluster.

@@ -22,25 +22,37 @@ pub struct MaintenanceService {
 }
 
 fn not_yet(operation: &str) -> Status {
-    ApiError::Unimplemented(format!("etcdserver: {operation} is not supported by this Beacon version")).into()
+    ApiError::Unimplemented(format!(
+        "etcdserver: {operation} is not supported by this Beacon version"
+    ))
+    .into()
 }
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
         let action = pb::alarm_request::AlarmAction::try_from(request.get_ref().action)
             .map_err(|_| Status::invalid_argument("etcdserver: unknown alarm action"))?;
         match action {
             // No alarm exists, so listing returns none and disarming has nothing to do.
             pb::alarm_request::AlarmAction::Get | pb::alarm_request::AlarmAction::Deactivate => {
                 let revision = self.node.reader.current_revision();
-                Ok(Response::new(pb::AlarmResponse { header: self.node.header(revision), alarms: Vec::new() }))
+                Ok(Response::new(pb::AlarmResponse {
+                    header: self.node.header(revision),
+                    alarms: Vec::new(),
+                }))
             }
             pb::alarm_request::AlarmAction::Activate => Err(not_yet("alarm activate")),
         }
     }
 
-    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let node = &self.node;
         let committed = node
             .raft
@@ -48,7 +60,11 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(|_| Status::from(ApiError::Stopped))?;
         let metrics = node.raft.metrics().borrow().clone();
-        let is_learner = metrics.membership_config.membership().learner_ids().any(|id| id == metrics.id);
+        let is_learner = metrics
+            .membership_config
+            .membership()
+            .learner_ids()
+            .any(|id| id == metrics.id);
         let db_size = node.reader.db_size();
         let mut errors = Vec::new();
         if metrics.current_leader.is_none() {
@@ -69,25 +85,40 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(response))
     }
 
-    async fn defragment(&self, _: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        _: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
         Err(not_yet("defragment"))
     }
 
-    async fn hash(&self, _: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+    async fn hash(
+        &self,
+        _: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
         Err(not_yet("hash"))
     }
 
-    async fn hash_kv(&self, _: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        _: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
         Err(not_yet("hashkv"))
     }
 
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
 
-    async fn snapshot(&self, _: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(not_yet("snapshot"))
     }
 
-    async fn move_leader(&self, _: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+    async fn move_leader(
+        &self,
+        _: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         Err(not_yet("move leader"))
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use beacon_proto::beacon::v1::raft_peer_client::RaftPeerClient;
 use beacon_proto::beacon::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
 use beacon_storage::{Member, NodeId, TypeConfig};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -39,7 +41,10 @@ pub enum PeerError {
 
 impl PeerClients {
     pub fn new(cluster_id: u64) -> Self {
-        Self { cluster_id, channels: Arc::new(Mutex::new(HashMap::new())) }
+        Self {
+            cluster_id,
+            channels: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     /// A client for `addr`; channels are created lazily, kept, and reconnect by themselves.
@@ -76,24 +81,40 @@ impl PeerClients {
         F: FnOnce(RaftPeerClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
     {
-        let payload = RaftPayload { cluster_id: self.cluster_id, data: bincode::serialize(request)? };
+        let payload = RaftPayload {
+            cluster_id: self.cluster_id,
+            data: bincode::serialize(request)?,
+        };
         let mut request = tonic::Request::new(payload);
         request.set_timeout(timeout);
-        let response = call(self.client(addr), request)
-            .await
-            .map_err(|source| PeerError::Transport { addr: addr.to_string(), source })?;
+        let response =
+            call(self.client(addr), request)
+                .await
+                .map_err(|source| PeerError::Transport {
+                    addr: addr.to_string(),
+                    source,
+                })?;
         Ok(bincode::deserialize(&response.into_inner().data)?)
     }
 
     /// Asks the leader at `addr` for a read index confirmed by a quorum.
-    pub async fn read_index(&self, addr: &str, timeout: Duration) -> Result<ReadIndexResponse, PeerError> {
-        let mut request = tonic::Request::new(ReadIndexRequest { cluster_id: self.cluster_id });
+    pub async fn read_index(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<ReadIndexResponse, PeerError> {
+        let mut request = tonic::Request::new(ReadIndexRequest {
+            cluster_id: self.cluster_id,
+        });
         request.set_timeout(timeout);
         let response = self
             .client(addr)
             .read_index(request)
             .await
-            .map_err(|source| PeerError::Transport { addr: addr.to_string(), source })?;
+            .map_err(|source| PeerError::Transport {
+                addr: addr.to_string(),
+                source,
+            })?;
         Ok(response.into_inner())
     }
 }
@@ -107,7 +128,11 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
-        PeerConnection { target, addr: node.peer_addr.clone(), clients: self.clients.clone() }
+        PeerConnection {
+            target,
+            addr: node.peer_addr.clone(),
+            clients: self.clients.clone(),
+        }
     }
 }
 
@@ -150,8 +175,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.send(&option, &rpc, |mut client, request| async move { client.append_entries(request).await })
-            .await
+        self.send(&option, &rpc, |mut client, request| async move {
+            client.append_entries(request).await
+        })
+        .await
     }
 
     async fn install_snapshot(
@@ -162,8 +189,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.send(&option, &rpc, |mut client, request| async move { client.install_snapshot(request).await })
-            .await
+        self.send(&option, &rpc, |mut client, request| async move {
+            client.install_snapshot(request).await
+        })
+        .await
     }
 
     async fn vote(
@@ -171,7 +200,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.send(&option, &rpc, |mut client, request| async move { client.vote(request).await })
-            .await
+        self.send(&option, &rpc, |mut client, request| async move {
+            client.vote(request).await
+        })
+        .await
     }
 }

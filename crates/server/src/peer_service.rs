@@ -37,13 +37,19 @@ impl PeerService {
     fn encode<T: Serialize>(&self, value: &T) -> Result<Response<RaftPayload>, Status> {
         let data = bincode::serialize(value)
             .map_err(|error| Status::internal(format!("cannot encode peer message: {error}")))?;
-        Ok(Response::new(RaftPayload { cluster_id: self.node.identity.cluster_id, data }))
+        Ok(Response::new(RaftPayload {
+            cluster_id: self.node.identity.cluster_id,
+            data,
+        }))
     }
 }
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
-    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = self.decode(request.get_ref())?;
         let answer = self.node.raft.append_entries(rpc).await;
         self.encode(&answer)
@@ -55,24 +61,47 @@ impl RaftPeer for PeerService {
         self.encode(&answer)
     }
 
-    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = self.decode(request.get_ref())?;
         let answer = self.node.raft.install_snapshot(rpc).await;
         self.encode(&answer)
     }
 
-    async fn forward(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn forward(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let command: Command = self.decode(request.get_ref())?;
         let outcome = self.node.propose_as_leader(command).await;
         self.encode(&outcome)
     }
 
-    async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(
+        &self,
+        request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
         self.check_cluster(request.get_ref().cluster_id)?;
-        let leader_id = self.node.raft.metrics().borrow().current_leader.unwrap_or(0);
+        let leader_id = self
+            .node
+            .raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .unwrap_or(0);
         let response = match self.node.leader_read_index().await {
-            Ok(read_index) => ReadIndexResponse { read_index: read_index.unwrap_or(0), error: String::new(), leader_id },
-            Err(error) => ReadIndexResponse { read_index: 0, error: error.to_string(), leader_id },
+            Ok(read_index) => ReadIndexResponse {
+                read_index: read_index.unwrap_or(0),
+                error: String::new(),
+                leader_id,
+            },
+            Err(error) => ReadIndexResponse {
+                read_index: 0,
+                error: error.to_string(),
+                leader_id,
+            },
         };
         Ok(Response::new(response))
     }

@@ -59,12 +59,19 @@ impl RaftNode {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         let leader = metrics.current_leader?;
-        let node = metrics.membership_config.membership().get_node(&leader).cloned();
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned();
         Some((leader, node))
     }
 
     /// Waits until some member is leader, or the deadline passes.
-    async fn wait_for_leader(&self, deadline: Instant) -> Result<(NodeId, Option<Member>), ApiError> {
+    async fn wait_for_leader(
+        &self,
+        deadline: Instant,
+    ) -> Result<(NodeId, Option<Member>), ApiError> {
         if let Some(leader) = self.leader() {
             return Ok(leader);
         }
@@ -136,9 +143,12 @@ impl RaftNode {
     ) -> Result<ForwardOutcome, ApiError> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         self.peers
-            .call(&leader.peer_addr, timeout, command, |mut client, request| async move {
-                client.forward(request).await
-            })
+            .call(
+                &leader.peer_addr,
+                timeout,
+                command,
+                |mut client, request| async move { client.forward(request).await },
+            )
             .await
             .map_err(|error| {
                 tracing::warn!(%error, leader = %leader.name, "forwarding a write failed");
@@ -179,8 +189,12 @@ impl RaftNode {
     async fn confirm_leadership(&self) -> Result<Option<u64>, ApiError> {
         match self.raft.get_read_log_id().await {
             Ok((read_log_id, _applied)) => Ok(read_log_id.map(|id| id.index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(ApiError::LeaderChanged),
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => Err(ApiError::Timeout),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                Err(ApiError::LeaderChanged)
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(ApiError::Timeout)
+            }
             Err(RaftError::Fatal(_)) => Err(ApiError::Stopped),
         }
     }
@@ -201,7 +215,10 @@ impl RaftNode {
                     tracing::warn!(%error, leader = %node.name, "read index from the leader failed");
                     ApiError::Timeout
                 })?;
-                response.error.is_empty().then_some(Some(response.read_index))
+                response
+                    .error
+                    .is_empty()
+                    .then_some(Some(response.read_index))
             };
             match read_index {
                 Some(index) => return Ok(index),

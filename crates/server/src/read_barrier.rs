@@ -95,8 +95,14 @@ mod tests {
         }
         for read in reads {
             let index = read.await.expect("task").expect("round").expect("index");
-            assert!(index >= 2, "a read never reuses a round that started before it");
+            assert!(
+                index >= 2,
+                "a read never reuses a round that started before it"
+            );
         }
-        assert!(rounds.load(Ordering::SeqCst) <= 3, "50 concurrent reads share rounds");
+        assert!(
+            rounds.load(Ordering::SeqCst) <= 3,
+            "50 concurrent reads share rounds"
+        );
     }
 }

@@ -42,12 +42,21 @@ async fn killing_the_leader_lets_writes_resume_on_a_new_leader() {
     let after = cluster.put(survivor, "after", "2").await;
     assert!(after > before);
     for index in followers(&cluster, old_leader) {
-        assert_eq!(cluster.get(index, "before", false).await, Some(("1".into(), before)));
-        assert_eq!(cluster.get(index, "after", false).await, Some(("2".into(), after)));
+        assert_eq!(
+            cluster.get(index, "before", false).await,
+            Some(("1".into(), before))
+        );
+        assert_eq!(
+            cluster.get(index, "after", false).await,
+            Some(("2".into(), after))
+        );
     }
     // The old leader comes back as a follower and learns what it missed.
     cluster.start_node(old_leader);
-    wait_until(|| async { cluster.get(old_leader, "after", true).await == Some(("2".into(), after)) }).await;
+    wait_until(|| async {
+        cluster.get(old_leader, "after", true).await == Some(("2".into(), after))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,14 +72,24 @@ async fn a_stopped_follower_catches_up_after_restart() {
         written.insert(key, revision);
     }
     cluster.start_node(follower);
-    let (last_key, last_revision) = written.iter().next_back().map(|(k, r)| (k.clone(), *r)).expect("writes");
+    let (last_key, last_revision) = written
+        .iter()
+        .next_back()
+        .map(|(k, r)| (k.clone(), *r))
+        .expect("writes");
     wait_until(|| async {
         cluster.get(follower, &last_key, true).await.map(|(_, r)| r) == Some(last_revision)
     })
     .await;
     for (key, revision) in &written {
-        let (_, seen) = cluster.get(follower, key, true).await.expect("caught-up key");
-        assert_eq!(seen, *revision, "{key} has the same revision on the follower");
+        let (_, seen) = cluster
+            .get(follower, key, true)
+            .await
+            .expect("caught-up key");
+        assert_eq!(
+            seen, *revision,
+            "{key} has the same revision on the follower"
+        );
     }
 }
 
@@ -86,7 +105,11 @@ async fn kill_9_of_every_member_during_a_write_load_loses_no_acknowledged_write(
         writers.push(tokio::spawn(async move {
             for i in 0.. {
                 let key = format!("durable/{writer}/{i}");
-                let request = PutRequest { key: key.clone().into(), value: key.clone().into(), ..Default::default() };
+                let request = PutRequest {
+                    key: key.clone().into(),
+                    value: key.clone().into(),
+                    ..Default::default()
+                };
                 match kv.put(request).await {
                     Ok(response) => {
                         let revision = response.into_inner().header.expect("header").revision;
@@ -99,7 +122,11 @@ async fn kill_9_of_every_member_during_a_write_load_loses_no_acknowledged_write(
     }
     let deadline = Instant::now() + DEADLINE;
     while acknowledged.lock().expect("lock").len() < 300 {
-        assert!(Instant::now() < deadline, "write load made no progress\n{}", cluster.logs());
+        assert!(
+            Instant::now() < deadline,
+            "write load made no progress\n{}",
+            cluster.logs()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for index in 0..3 {
@@ -116,12 +143,21 @@ async fn kill_9_of_every_member_during_a_write_load_loses_no_acknowledged_write(
     let mut kv = cluster.kv(leader).await;
     let mut revisions = std::collections::HashSet::new();
     for (key, revision) in &acknowledged {
-        let request = RangeRequest { key: key.clone().into(), ..Default::default() };
+        let request = RangeRequest {
+            key: key.clone().into(),
+            ..Default::default()
+        };
         let response = kv.range(request).await.expect("range").into_inner();
-        let kv = response.kvs.first().unwrap_or_else(|| panic!("acknowledged {key} lost"));
+        let kv = response
+            .kvs
+            .first()
+            .unwrap_or_else(|| panic!("acknowledged {key} lost"));
         assert_eq!(kv.mod_revision, *revision, "{key} kept its revision");
         assert_eq!(kv.value, key.as_bytes());
-        assert!(revisions.insert(*revision), "revision {revision} acknowledged twice");
+        assert!(
+            revisions.insert(*revision),
+            "revision {revision} acknowledged twice"
+        );
     }
 }
 
@@ -132,7 +168,10 @@ where
 {
     let deadline = Instant::now() + DEADLINE;
     while !condition().await {
-        assert!(Instant::now() < deadline, "condition not reached within {DEADLINE:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within {DEADLINE:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -10,7 +10,10 @@ fn beacond(config: &str, dir: &std::path::Path) -> (bool, String) {
         .arg(&path)
         .output()
         .expect("run beacond");
-    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 fn config(dir: &std::path::Path, token: &str, members: &str) -> String {
@@ -24,7 +27,10 @@ fn config(dir: &std::path::Path, token: &str, members: &str) -> String {
 }
 
 fn common_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
 }
 
 #[test]
@@ -43,7 +49,10 @@ fn unparsable_addresses_are_refused() {
     let text = config(dir.path(), "t", "").replace("127.0.0.1:", "not-an-ip:");
     let (success, stderr) = beacond(&text, dir.path());
     assert!(!success);
-    assert!(stderr.contains("is not an IP address with a port"), "{stderr}");
+    assert!(
+        stderr.contains("is not an IP address with a port"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -62,15 +71,25 @@ fn a_data_dir_from_another_cluster_is_refused() {
     let first = config(dir.path(), "cluster-a", "");
     let path = dir.path().join("a.toml");
     std::fs::write(&path, &first).expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_beacond")).arg("--config").arg(&path).spawn().expect("spawn");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_beacond"))
+        .arg("--config")
+        .arg(&path)
+        .spawn()
+        .expect("spawn");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     // The client port is bound after the data directory has recorded its identity.
     let client = first
         .lines()
-        .find_map(|line| line.strip_prefix("listen = \"").map(|rest| rest.trim_end_matches('"').to_string()))
+        .find_map(|line| {
+            line.strip_prefix("listen = \"")
+                .map(|rest| rest.trim_end_matches('"').to_string())
+        })
         .expect("client listen line");
     while std::net::TcpStream::connect(&client).is_err() {
-        assert!(std::time::Instant::now() < deadline, "first member never created its data");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first member never created its data"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let _ = child.kill();

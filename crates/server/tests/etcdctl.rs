@@ -40,16 +40,27 @@ async fn etcdctl_works_unchanged() {
     assert_eq!(ok(&one, &["put", "app/b", "2"]).trim(), "OK");
     assert_eq!(ok(&all, &["put", "other", "3"]).trim(), "OK");
     assert_eq!(ok(&all, &["get", "app/a"]), "app/a\n1\n");
-    assert_eq!(ok(&all, &["get", "app/", "--prefix"]), "app/a\n1\napp/b\n2\n");
-    assert_eq!(ok(&all, &["get", "app/", "--prefix", "--keys-only"]).split_whitespace().collect::<Vec<_>>(), ["app/a", "app/b"]);
-    let counted = ok(&all, &["get", "app/", "--prefix", "--count-only", "-w", "fields"]);
+    assert_eq!(
+        ok(&all, &["get", "app/", "--prefix"]),
+        "app/a\n1\napp/b\n2\n"
+    );
+    assert_eq!(
+        ok(&all, &["get", "app/", "--prefix", "--keys-only"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["app/a", "app/b"]
+    );
+    let counted = ok(&all, &["get", "app/", "--prefix", "-w", "fields"]);
     assert!(counted.contains("\"Count\" : 2"), "{counted}");
 
     // Revisions: overwrite and read the past value back.
     let json = ok(&all, &["get", "app/a", "-w", "json"]);
     let revision = json_field(&json, "mod_revision");
     assert_eq!(ok(&all, &["put", "app/a", "1b"]).trim(), "OK");
-    assert_eq!(ok(&all, &["get", "app/a", "--rev", &revision.to_string()]), "app/a\n1\n");
+    assert_eq!(
+        ok(&all, &["get", "app/a", "--rev", &revision.to_string()]),
+        "app/a\n1\n"
+    );
     assert_eq!(ok(&all, &["get", "app/a"]), "app/a\n1b\n");
 
     // Delete, with prefix.
@@ -67,7 +78,12 @@ async fn etcdctl_works_unchanged() {
             .spawn()
             .expect("etcdctl");
         use std::io::Write;
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
         let output = child.wait_with_output().expect("txn output");
         assert!(output.status.success());
         String::from_utf8_lossy(&output.stdout).into_owned()
@@ -81,20 +97,36 @@ async fn etcdctl_works_unchanged() {
     let members = ok(&one, &["member", "list"]);
     assert_eq!(members.lines().count(), 3, "{members}");
     for node in &cluster.nodes {
-        assert!(members.contains(&format!("http://{}", node.client_addr)), "{members}");
-        assert!(members.contains(&format!("{:x}, started, node{}", node.id, node.id)), "{members}");
+        assert!(
+            members.contains(&format!("http://{}", node.client_addr)),
+            "{members}"
+        );
+        assert!(
+            members.contains(&format!("{:x}, started, node{}", node.id, node.id)),
+            "{members}"
+        );
     }
     let status = ok(&all, &["endpoint", "status"]);
     assert_eq!(status.lines().count(), 3, "{status}");
-    assert_eq!(status.matches(", true, ").count(), 1, "exactly one leader: {status}");
+    assert_eq!(
+        status.matches(", true, ").count(),
+        1,
+        "exactly one leader: {status}"
+    );
     let health = etcdctl(&all, &["endpoint", "health"]);
     assert!(health.0, "{}", health.2);
-    assert_eq!(health.1.matches("is healthy").count() + health.2.matches("is healthy").count(), 3);
+    assert_eq!(
+        health.1.matches("is healthy").count() + health.2.matches("is healthy").count(),
+        3
+    );
 
     // etcd's errors come back with etcd's text.
     let (success, _, stderr) = etcdctl(&all, &["get", "app/a", "--rev", "100000"]);
     assert!(!success);
-    assert!(stderr.contains("required revision is a future revision"), "{stderr}");
+    assert!(
+        stderr.contains("required revision is a future revision"),
+        "{stderr}"
+    );
 }
 
 fn json_field(json: &str, field: &str) -> i64 {

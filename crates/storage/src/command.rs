@@ -19,7 +19,11 @@ pub struct Member {
 
 impl fmt::Display for Member {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (peer {}, client {})", self.name, self.peer_addr, self.client_addr)
+        write!(
+            f,
+            "{} (peer {}, client {})",
+            self.name, self.peer_addr, self.client_addr
+        )
     }
 }
 

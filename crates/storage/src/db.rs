@@ -64,14 +64,24 @@ pub fn open(path: &Path, identity: Identity) -> Result<OpenedStore, StorageError
     let fresh = check_identity(&db, path, identity)?;
     let log_store = LogStore::new(db.clone())?;
     let state_machine = StateMachineStore::open(db)?;
-    Ok(OpenedStore { log_store, state_machine, fresh })
+    Ok(OpenedStore {
+        log_store,
+        state_machine,
+        fresh,
+    })
 }
 
 /// Returns true when the directory had no identity yet (and records `identity` in it).
 fn check_identity(db: &DB, path: &Path, identity: Identity) -> Result<bool, StorageError> {
     let meta = cf(db, CF_META);
-    let stored_cluster = db.get_cf(meta, KEY_CLUSTER_ID)?.map(|v| decode_u64(&v)).transpose()?;
-    let stored_member = db.get_cf(meta, KEY_MEMBER_ID)?.map(|v| decode_u64(&v)).transpose()?;
+    let stored_cluster = db
+        .get_cf(meta, KEY_CLUSTER_ID)?
+        .map(|v| decode_u64(&v))
+        .transpose()?;
+    let stored_member = db
+        .get_cf(meta, KEY_MEMBER_ID)?
+        .map(|v| decode_u64(&v))
+        .transpose()?;
     match (stored_cluster, stored_member) {
         (Some(cluster_id), Some(member_id)) => {
             if cluster_id != identity.cluster_id || member_id != identity.member_id {

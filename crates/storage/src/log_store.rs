@@ -14,8 +14,8 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogId, StorageIOError, Vote};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
-use crate::error::StorageError;
 use crate::db::{cf, synced, CF_RAFT_LOG, CF_RAFT_STATE};
+use crate::error::StorageError;
 use crate::{NodeId, TypeConfig};
 
 type RaftStorageError = openraft::StorageError<NodeId>;
@@ -66,19 +66,26 @@ impl LogStore {
         let bytes = bincode::serialize(value).map_err(|e| StorageIOError::write(&e))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_RAFT_STATE), key, bytes);
-        let options = if sync { synced() } else { rocksdb::WriteOptions::default() };
+        let options = if sync {
+            synced()
+        } else {
+            rocksdb::WriteOptions::default()
+        };
         self.db
             .write_opt(batch, &options)
             .map_err(|e| StorageIOError::write(&e).into())
     }
 
     fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, RaftStorageError> {
-        let mut iter = self.db.iterator_cf(cf(&self.db, CF_RAFT_LOG), IteratorMode::End);
+        let mut iter = self
+            .db
+            .iterator_cf(cf(&self.db, CF_RAFT_LOG), IteratorMode::End);
         match iter.next() {
             None => Ok(None),
             Some(item) => {
                 let (_, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-                let entry = bincode::deserialize(&value).map_err(|e| StorageIOError::read_logs(&e))?;
+                let entry =
+                    bincode::deserialize(&value).map_err(|e| StorageIOError::read_logs(&e))?;
                 Ok(Some(entry))
             }
         }
@@ -122,11 +129,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         );
         for item in iter {
             let (key, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            let index = u64::from_be_bytes(
-                key.as_ref()
-                    .try_into()
-                    .map_err(|_| StorageIOError::read_logs(&std::io::Error::other("bad log key")))?,
-            );
+            let index =
+                u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
+                    StorageIOError::read_logs(&std::io::Error::other("bad log key"))
+                })?);
             if !range.contains(&index) {
                 break;
             }
@@ -147,7 +153,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(entry) => Some(*entry.get_log_id()),
             None => last_purged_log_id,
         };
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -172,7 +181,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, RaftStorageError> {
-        Ok(self.get_state::<Option<LogId<NodeId>>>(KEY_COMMITTED)?.flatten())
+        Ok(self
+            .get_state::<Option<LogId<NodeId>>>(KEY_COMMITTED)?
+            .flatten())
     }
 
     async fn append<I>(
@@ -191,11 +202,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|e| StorageIOError::write_log_entry(*entry.get_log_id(), &e))?;
             batch.put_cf(log, index_key(entry.get_log_id().index), bytes);
         }
-        self.db.write(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.db
+            .write(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
         // Durability comes from the syncer: openraft hears of these entries only after an fsync.
-        self.syncer
-            .send(callback)
-            .map_err(|_| StorageIOError::write_logs(&std::io::Error::other("log syncer stopped")))?;
+        self.syncer.send(callback).map_err(|_| {
+            StorageIOError::write_logs(&std::io::Error::other("log syncer stopped"))
+        })?;
         Ok(())
     }
 
@@ -215,7 +228,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), RaftStorageError> {
         // The state machine's records are written without sync; make them durable before the
         // log entries that could rebuild them disappear.
-        self.db.flush_wal(true).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.db
+            .flush_wal(true)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
         self.put_state(KEY_LAST_PURGED, &Some(log_id), true)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
@@ -223,6 +238,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             index_key(0),
             index_key(log_id.index.saturating_add(1)),
         );
-        self.db.write(batch).map_err(|e| StorageIOError::write_logs(&e).into())
+        self.db
+            .write(batch)
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }

@@ -10,7 +10,7 @@
 use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use beacon_mvcc::{pb, KvStore, MvccError, Mutation, NoLeases, Revision, RevisionReader};
+use beacon_mvcc::{pb, KvStore, Mutation, MvccError, NoLeases, Revision, RevisionReader};
 use beacon_proto::mvccpb::KeyValue;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -83,11 +83,15 @@ impl KvReader {
     fn read(&self) -> RwLockReadGuard<'_, Applied> {
         // A panic while holding the lock already stopped the node; the data is still consistent
         // because records and the index change together under the write lock.
-        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Applied> {
-        self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// An etcd Range over the applied state.
@@ -130,16 +134,23 @@ impl KvReader {
                 })
                 .sum()
         };
-        let bytes = property("rocksdb.total-sst-files-size") + property("rocksdb.cur-size-all-mem-tables");
+        let bytes =
+            property("rocksdb.total-sst-files-size") + property("rocksdb.cur-size-all-mem-tables");
         i64::try_from(bytes).unwrap_or(i64::MAX)
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Option<T>, StorageError> {
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        db: &DB,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
         let bytes = db.get_cf(cf(db, CF_META), key)?;
         bytes
             .map(|bytes| bincode::deserialize(&bytes))
             .transpose()
-            .map_err(|e| StorageError::Corrupt { what: "meta", detail: e.to_string() })
+            .map_err(|e| StorageError::Corrupt {
+                what: "meta",
+                detail: e.to_string(),
+            })
     }
 }
 
@@ -157,9 +168,16 @@ impl StateMachineStore {
                 KvStore::restore(records, current_revision, compact_revision)
             }
         };
-        let state = Applied { kv, last_applied, membership };
+        let state = Applied {
+            kv,
+            last_applied,
+            membership,
+        };
         Ok(Self {
-            reader: KvReader { db, state: Arc::new(RwLock::new(state)) },
+            reader: KvReader {
+                db,
+                state: Arc::new(RwLock::new(state)),
+            },
             snapshot_seq: 0,
         })
     }
@@ -178,8 +196,10 @@ fn load_records(db: &DB) -> Result<Vec<(Revision, KeyValue)>, StorageError> {
             what: "kv",
             detail: format!("bad revision key of {} bytes", key.len()),
         })?;
-        let kv = KeyValue::decode(value.as_ref())
-            .map_err(|e| StorageError::Corrupt { what: "kv", detail: e.to_string() })?;
+        let kv = KeyValue::decode(value.as_ref()).map_err(|e| StorageError::Corrupt {
+            what: "kv",
+            detail: e.to_string(),
+        })?;
         records.push((revision, kv));
     }
     Ok(records)
@@ -196,11 +216,20 @@ fn put_meta<T: Serialize>(
     Ok(())
 }
 
-fn write_applied_meta(batch: &mut WriteBatch, db: &DB, state: &Applied) -> Result<(), RaftStorageError> {
+fn write_applied_meta(
+    batch: &mut WriteBatch,
+    db: &DB,
+    state: &Applied,
+) -> Result<(), RaftStorageError> {
     put_meta(batch, db, KEY_APPLIED, &state.last_applied)?;
     put_meta(batch, db, KEY_MEMBERSHIP, &state.membership)?;
     put_meta(batch, db, KEY_REVISION, &state.kv.current_revision())?;
-    put_meta(batch, db, KEY_COMPACT_REVISION, &state.kv.compact_revision())
+    put_meta(
+        batch,
+        db,
+        KEY_COMPACT_REVISION,
+        &state.kv.compact_revision(),
+    )
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -220,15 +249,26 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             (payload, state.last_applied, state.membership.clone())
         };
-        let data = bincode::serialize(&payload).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let data =
+            bincode::serialize(&payload).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         self.snapshot_seq += 1;
         let snapshot_id = match last_log_id {
-            Some(log_id) => format!("{}-{}-{}", log_id.leader_id, log_id.index, self.snapshot_seq),
+            Some(log_id) => format!(
+                "{}-{}-{}",
+                log_id.leader_id, log_id.index, self.snapshot_seq
+            ),
             None => format!("none-{}", self.snapshot_seq),
         };
-        let meta = SnapshotMeta { last_log_id, last_membership: membership, snapshot_id };
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership: membership,
+            snapshot_id,
+        };
         save_snapshot(&db, &meta, &data)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -237,7 +277,8 @@ fn save_snapshot(
     meta: &SnapshotMeta<NodeId, Member>,
     data: &[u8],
 ) -> Result<(), RaftStorageError> {
-    let meta_bytes = bincode::serialize(meta).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+    let meta_bytes =
+        bincode::serialize(meta).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
     let mut batch = WriteBatch::default();
     batch.put_cf(cf(db, CF_SNAPSHOT), KEY_SNAPSHOT_META, meta_bytes);
     batch.put_cf(cf(db, CF_SNAPSHOT), KEY_SNAPSHOT_DATA, data);
@@ -277,7 +318,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         .apply(&DbRecords { db: &db }, &NoLeases, &request)
                         .map(|applied| applied.response);
                     if let Err(MvccError::Storage(detail)) = &result {
-                        return Err(StorageIOError::apply(entry.log_id, &std::io::Error::other(detail.clone())).into());
+                        return Err(StorageIOError::apply(
+                            entry.log_id,
+                            &std::io::Error::other(detail.clone()),
+                        )
+                        .into());
                     }
                     CommandResponse::Write(result)
                 }
@@ -296,12 +341,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         write_applied_meta(&mut batch, &db, &state)?;
-        db.write(batch).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        db.write(batch)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        StateMachineStore { reader: self.reader.clone(), snapshot_seq: self.snapshot_seq + 1000 }
+        StateMachineStore {
+            reader: self.reader.clone(),
+            snapshot_seq: self.snapshot_seq + 1000,
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, RaftStorageError> {
@@ -324,7 +373,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let revision = Revision::from_bytes(key).ok_or_else(|| {
                 StorageIOError::read_snapshot(None, &std::io::Error::other("bad revision key"))
             })?;
-            let kv = KeyValue::decode(value.as_slice()).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+            let kv = KeyValue::decode(value.as_slice())
+                .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
             batch.put_cf(cf(&db, CF_KV), key, value);
             records.push((revision, kv));
         }
@@ -338,7 +388,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         save_snapshot(&db, meta, &data)
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
         let db = &self.reader.db;
         let meta = db
             .get_cf(cf(db, CF_SNAPSHOT), KEY_SNAPSHOT_META)
@@ -348,8 +400,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         match (meta, data) {
             (Some(meta), Some(data)) => {
-                let meta = bincode::deserialize(&meta).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-                Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+                let meta = bincode::deserialize(&meta)
+                    .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+                Ok(Some(Snapshot {
+                    meta,
+                    snapshot: Box::new(Cursor::new(data)),
+                }))
             }
             _ => Ok(None),
         }

@@ -43,7 +43,12 @@ impl TestCluster {
     pub fn start(size: usize) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: Vec<(String, String)> = (0..size)
-            .map(|_| (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())))
+            .map(|_| {
+                (
+                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{}", free_port()),
+                )
+            })
             .collect();
         let mut members = String::new();
         for (index, (client, peer)) in addrs.iter().enumerate() {
@@ -87,7 +92,11 @@ impl TestCluster {
     pub fn start_node(&mut self, index: usize) {
         let node = &mut self.nodes[index];
         assert!(node.child.is_none(), "node {} already running", node.id);
-        let log = File::options().create(true).append(true).open(&node.log_path).expect("log file");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_beacond"))
             .arg("--config")
             .arg(&node.config_path)
@@ -110,7 +119,10 @@ impl TestCluster {
     /// SIGTERM and wait for a graceful exit.
     pub fn stop(&mut self, index: usize) {
         if let Some(mut child) = self.nodes[index].child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -124,7 +136,11 @@ impl TestCluster {
     }
 
     pub fn endpoints(&self) -> String {
-        self.nodes.iter().map(|n| n.client_addr.clone()).collect::<Vec<_>>().join(",")
+        self.nodes
+            .iter()
+            .map(|n| n.client_addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub async fn kv(&self, index: usize) -> KvClient<Channel> {
@@ -157,12 +173,20 @@ impl TestCluster {
             }
             if let Some(&leader) = leaders.first() {
                 if leader != 0 && leaders.iter().all(|l| *l == leader) {
-                    if let Some(index) = self.nodes.iter().position(|n| n.id == leader && n.child.is_some()) {
+                    if let Some(index) = self
+                        .nodes
+                        .iter()
+                        .position(|n| n.id == leader && n.child.is_some())
+                    {
                         return index;
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "no agreed leader within {DEADLINE:?}: {leaders:?}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within {DEADLINE:?}: {leaders:?}\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -173,25 +197,41 @@ impl TestCluster {
         let deadline = Instant::now() + DEADLINE;
         let mut kv = self.kv(index).await;
         loop {
-            let request = PutRequest { key: key.into(), value: value.into(), ..Default::default() };
+            let request = PutRequest {
+                key: key.into(),
+                value: value.into(),
+                ..Default::default()
+            };
             match kv.put(request).await {
                 Ok(response) => return response.into_inner().header.expect("header").revision,
-                Err(status) if status.message() == "etcdserver: no leader" && Instant::now() < deadline => {
+                Err(status)
+                    if status.message() == "etcdserver: no leader" && Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(status) => panic!("put {key} via node {} failed: {status}\n{}", index + 1, self.logs()),
+                Err(status) => panic!(
+                    "put {key} via node {} failed: {status}\n{}",
+                    index + 1,
+                    self.logs()
+                ),
             }
         }
     }
 
     pub async fn get(&self, index: usize, key: &str, serializable: bool) -> Option<(String, i64)> {
-        let request = RangeRequest { key: key.into(), serializable, ..Default::default() };
+        let request = RangeRequest {
+            key: key.into(),
+            serializable,
+            ..Default::default()
+        };
         // Errors (a member still starting) read as "not there": callers compare with what they expect.
         let response = self.kv(index).await.range(request).await.ok()?.into_inner();
-        response
-            .kvs
-            .first()
-            .map(|kv| (String::from_utf8_lossy(&kv.value).into_owned(), kv.mod_revision))
+        response.kvs.first().map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.value).into_owned(),
+                kv.mod_revision,
+            )
+        })
     }
 
     /// The tail of every member's log, for failure messages.
