@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use beacon_mvcc::{pb, WriteRequest, WriteResponse};
 use beacon_proto::etcdserverpb::kv_server::Kv;
-use beacon_storage::{Command, CommandResponse};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -27,12 +26,7 @@ impl KvService {
         encoded_len: usize,
     ) -> Result<WriteResponse, ApiError> {
         self.node.check_request_size(encoded_len)?;
-        match self.node.write(Command::Write(request)).await? {
-            CommandResponse::Write(result) => Ok(result?),
-            other => Err(ApiError::Internal(format!(
-                "unexpected apply result {other:?}"
-            ))),
-        }
+        self.node.write(request).await
     }
 
     fn with_header<T>(

@@ -12,6 +12,7 @@ pub mod kv_service;
 pub mod maintenance_service;
 pub mod peer_network;
 pub mod peer_service;
+pub mod proposal_batcher;
 pub mod raft_node;
 pub mod read_barrier;
 
@@ -27,7 +28,7 @@ use beacon_storage::Identity;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Raft, SnapshotPolicy};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::cluster_service::ClusterService;
 use crate::config::ServerConfig;
@@ -35,6 +36,7 @@ use crate::kv_service::KvService;
 use crate::maintenance_service::MaintenanceService;
 use crate::peer_network::{PeerClients, PeerNetwork};
 use crate::peer_service::PeerService;
+use crate::proposal_batcher::ProposalBatcher;
 use crate::raft_node::RaftNode;
 
 /// gRPC framing overhead allowed above the request limit, as etcd does: requests between the
@@ -87,6 +89,13 @@ pub async fn run(
     )
     .await
     .context("cannot start raft")?;
+    let batcher = {
+        let metrics = raft.metrics();
+        let me = config.id;
+        ProposalBatcher::start(raft.clone(), move || {
+            metrics.borrow().current_leader == Some(me)
+        })
+    };
     let node = Arc::new(RaftNode {
         raft: raft.clone(),
         reader,
@@ -95,6 +104,7 @@ pub async fn run(
         limits: config.limits.clone(),
         read_barrier: Default::default(),
         leader_barrier: Default::default(),
+        batcher,
     });
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -109,10 +119,7 @@ pub async fn run(
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
         )
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(peer_listener),
-            until_stopped(stopped.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming(peer_listener)?, until_stopped(stopped.clone()));
 
     let max_message = config.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let (mut health, health_service) = tonic_health::server::health_reporter();
@@ -129,10 +136,7 @@ pub async fn run(
         .add_service(MaintenanceServer::new(MaintenanceService {
             node: node.clone(),
         }))
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(client_listener),
-            until_stopped(stopped),
-        );
+        .serve_with_incoming_shutdown(incoming(client_listener)?, until_stopped(stopped));
 
     let peer_task = tokio::spawn(peer_server);
     let client_task = tokio::spawn(client_server);
@@ -161,6 +165,14 @@ pub async fn run(
         .context("client server task")?
         .context("client server")?;
     Ok(())
+}
+
+/// Accepted connections with TCP_NODELAY: small gRPC frames must not wait for Nagle's algorithm
+/// (a 40 ms stall per request against delayed ACKs). `Server::tcp_nodelay` only applies to
+/// listeners tonic binds itself.
+fn incoming(listener: TcpListener) -> anyhow::Result<TcpIncoming> {
+    TcpIncoming::from_listener(listener, true, Some(std::time::Duration::from_secs(60)))
+        .map_err(|error| anyhow::anyhow!("cannot accept connections: {error}"))
 }
 
 /// Initializes a pristine member with the configured initial membership. A member that has a

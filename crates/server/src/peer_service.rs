@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use beacon_mvcc::WriteRequest;
 use beacon_proto::beacon::v1::raft_peer_server::RaftPeer;
 use beacon_proto::beacon::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
-use beacon_storage::Command;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -74,8 +74,8 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let command: Command = self.decode(request.get_ref())?;
-        let outcome = self.node.propose_as_leader(command).await;
+        let write: WriteRequest = self.decode(request.get_ref())?;
+        let outcome = self.node.propose_as_leader(write).await;
         self.encode(&outcome)
     }
 

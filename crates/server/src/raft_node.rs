@@ -6,30 +6,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beacon_mvcc::pb;
-use beacon_storage::{Command, CommandResponse, Identity, KvReader, Member, NodeId, TypeConfig};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use beacon_mvcc::{WriteRequest, WriteResponse};
+use beacon_storage::{Identity, KvReader, Member, NodeId, TypeConfig};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::Raft;
-use serde::{Deserialize, Serialize};
 
 use crate::api_error::ApiError;
 use crate::config::LimitsConfig;
 use crate::peer_network::PeerClients;
+use crate::proposal_batcher::{ProposalBatcher, ProposeOutcome};
 use crate::read_barrier::ReadBarrier;
 
 /// How long a request may wait for a leader, a forwarded write or a read index (etcd's default
 /// request timeout is 5 s plus election time).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
-
-/// The answer of a leader to a forwarded write.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ForwardOutcome {
-    /// Proposed, committed and applied.
-    Applied(CommandResponse),
-    /// The receiver is not the leader; the command was not proposed, so it may be sent again.
-    NotLeader,
-    /// The command failed; it may or may not have been committed (e.g. leader changed).
-    Failed(ApiError),
-}
 
 /// One member's Raft instance with its read handle and peer connections.
 pub struct RaftNode {
@@ -42,6 +32,8 @@ pub struct RaftNode {
     pub read_barrier: ReadBarrier,
     /// Rounds of leadership confirmation for read-index requests from followers.
     pub leader_barrier: ReadBarrier,
+    /// Batches this member's proposals while it leads.
+    pub batcher: ProposalBatcher,
 }
 
 impl RaftNode {
@@ -88,24 +80,24 @@ impl RaftNode {
         }
     }
 
-    /// Proposes `command` and returns its applied result. On a follower the command goes to the
-    /// leader over the peer channel. A command is only sent again when it certainly was not
+    /// Proposes a write and returns its applied result. On a follower the write goes to the
+    /// leader over the peer channel. A write is only sent again when it certainly was not
     /// proposed (the receiver was not leader); once proposed, a lost answer is an error for the
     /// client to handle, never a silent retry (which could apply a write twice).
-    pub async fn write(&self, command: Command) -> Result<CommandResponse, ApiError> {
+    pub async fn write(&self, request: WriteRequest) -> Result<WriteResponse, ApiError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             let (leader, node) = self.wait_for_leader(deadline).await?;
             let outcome = if leader == self.identity.member_id {
-                self.propose_as_leader(command.clone()).await
+                self.propose_as_leader(request.clone()).await
             } else {
                 let node = node.ok_or(ApiError::NoLeader)?;
-                self.forward(&node, &command, deadline).await?
+                self.forward(&node, &request, deadline).await?
             };
             match outcome {
-                ForwardOutcome::Applied(response) => return Ok(response),
-                ForwardOutcome::Failed(error) => return Err(error),
-                ForwardOutcome::NotLeader => {
+                ProposeOutcome::Applied(result) => return Ok(result?),
+                ProposeOutcome::Failed(error) => return Err(error),
+                ProposeOutcome::NotLeader => {
                     if Instant::now() >= deadline {
                         return Err(ApiError::NoLeader);
                     }
@@ -116,37 +108,27 @@ impl RaftNode {
         }
     }
 
-    /// Proposes locally. Used by [`RaftNode::write`] and by the peer service for forwarded writes.
-    pub async fn propose_as_leader(&self, command: Command) -> ForwardOutcome {
+    /// Proposes locally (batched). Used by [`RaftNode::write`] and by the peer service for
+    /// writes forwarded by followers.
+    pub async fn propose_as_leader(&self, request: WriteRequest) -> ProposeOutcome {
         if self.leader().map(|(id, _)| id) != Some(self.identity.member_id) {
-            return ForwardOutcome::NotLeader;
+            return ProposeOutcome::NotLeader;
         }
-        match self.raft.client_write(command).await {
-            Ok(response) => ForwardOutcome::Applied(response.data),
-            // We believed we were leader: the entry may have been appended before we stepped
-            // down, so its fate is unknown. etcd answers "leader changed" in this case.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                ForwardOutcome::Failed(ApiError::LeaderChanged)
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
-                ForwardOutcome::Failed(ApiError::Internal(error.to_string()))
-            }
-            Err(RaftError::Fatal(_)) => ForwardOutcome::Failed(ApiError::Stopped),
-        }
+        self.batcher.propose(request).await
     }
 
     async fn forward(
         &self,
         leader: &Member,
-        command: &Command,
+        request: &WriteRequest,
         deadline: Instant,
-    ) -> Result<ForwardOutcome, ApiError> {
+    ) -> Result<ProposeOutcome, ApiError> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         self.peers
             .call(
                 &leader.peer_addr,
                 timeout,
-                command,
+                request,
                 |mut client, request| async move { client.forward(request).await },
             )
             .await

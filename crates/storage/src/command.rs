@@ -30,8 +30,10 @@ impl fmt::Display for Member {
 /// A command in the Raft log. Applying it is deterministic on every replica.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    /// An etcd KV write (Put, DeleteRange, Txn, Compact).
-    Write(WriteRequest),
+    /// etcd KV writes (Put, DeleteRange, Txn, Compact), applied in order, each with its own
+    /// revision. Concurrent client writes are batched into one entry so that they share one log
+    /// append and one fsync on every member.
+    Writes(Vec<WriteRequest>),
 }
 
 /// The outcome of applying a command. User-level failures (a compacted revision, a missing key
@@ -40,8 +42,8 @@ pub enum Command {
 pub enum CommandResponse {
     /// A blank or membership entry: nothing to report.
     None,
-    /// The result of an etcd KV write.
-    Write(Result<WriteResponse, MvccError>),
+    /// The result of each write of a [`Command::Writes`], in order.
+    Writes(Vec<Result<WriteResponse, MvccError>>),
 }
 
 openraft::declare_raft_types!(

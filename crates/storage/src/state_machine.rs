@@ -312,19 +312,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
                     CommandResponse::None
                 }
-                EntryPayload::Normal(Command::Write(request)) => {
-                    let result = state
-                        .kv
-                        .apply(&DbRecords { db: &db }, &NoLeases, &request)
-                        .map(|applied| applied.response);
-                    if let Err(MvccError::Storage(detail)) = &result {
-                        return Err(StorageIOError::apply(
-                            entry.log_id,
-                            &std::io::Error::other(detail.clone()),
-                        )
-                        .into());
+                EntryPayload::Normal(Command::Writes(requests)) => {
+                    let mut results = Vec::with_capacity(requests.len());
+                    for request in &requests {
+                        let result = state
+                            .kv
+                            .apply(&DbRecords { db: &db }, &NoLeases, request)
+                            .map(|applied| applied.response);
+                        if let Err(MvccError::Storage(detail)) = &result {
+                            let error = std::io::Error::other(detail.clone());
+                            return Err(StorageIOError::apply(entry.log_id, &error).into());
+                        }
+                        results.push(result);
                     }
-                    CommandResponse::Write(result)
+                    CommandResponse::Writes(results)
                 }
             };
             responses.push(response);

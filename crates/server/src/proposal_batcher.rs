@@ -1,0 +1,176 @@
+//! Batches concurrent writes on the leader into single Raft entries.
+//!
+//! openraft 0.9 waits for each log append's fsync before it appends the next entry, so one entry
+//! per client write would cost one fsync per write on every member. The batcher queues writes
+//! and proposes everything queued as one [`Command::Writes`] entry: a burst of writes shares one
+//! append, one fsync and one replication round, while each write still gets its own revision
+//! (they are applied in order). A few batches may be in flight at once so that the leader can
+//! append the next batch while followers persist the previous one.
+
+use std::sync::Arc;
+
+use beacon_mvcc::{MvccError, WriteRequest, WriteResponse};
+use beacon_storage::{Command, CommandResponse, TypeConfig};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::Raft;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::api_error::ApiError;
+
+/// Most writes in one entry.
+const MAX_BATCH_WRITES: usize = 512;
+/// Most request bytes in one entry (a single request may be up to 1.5 MiB on its own).
+const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Batches proposed but not yet applied.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
+
+/// The outcome of proposing one write on this member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ProposeOutcome {
+    /// Committed and applied: the write's own result (an MVCC outcome such as "key not found"
+    /// is a result too, identical on every replica).
+    Applied(Result<WriteResponse, MvccError>),
+    /// This member is not the leader; the write was not proposed, so it may be sent elsewhere.
+    NotLeader,
+    /// The write may or may not have been committed (e.g. the leader changed after proposing).
+    Failed(ApiError),
+}
+
+struct Pending {
+    request: WriteRequest,
+    size: usize,
+    reply: oneshot::Sender<ProposeOutcome>,
+}
+
+/// Handle to the batching task.
+#[derive(Clone)]
+pub struct ProposalBatcher {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl ProposalBatcher {
+    /// Starts the batching task for `raft`; `is_leader` tells whether this member leads now.
+    pub fn start(
+        raft: Raft<TypeConfig>,
+        is_leader: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Self {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run(raft, Arc::new(is_leader), receiver));
+        Self { queue }
+    }
+
+    /// Proposes `request` (in the next batch) and waits for its outcome.
+    pub async fn propose(&self, request: WriteRequest) -> ProposeOutcome {
+        let (reply, outcome) = oneshot::channel();
+        let size = encoded_len(&request);
+        if self
+            .queue
+            .send(Pending {
+                request,
+                size,
+                reply,
+            })
+            .is_err()
+        {
+            return ProposeOutcome::Failed(ApiError::Stopped);
+        }
+        outcome
+            .await
+            .unwrap_or(ProposeOutcome::Failed(ApiError::Stopped))
+    }
+}
+
+fn encoded_len(request: &WriteRequest) -> usize {
+    match request {
+        WriteRequest::Put(r) => r.encoded_len(),
+        WriteRequest::DeleteRange(r) => r.encoded_len(),
+        WriteRequest::Txn(r) => r.encoded_len(),
+        WriteRequest::Compact(r) => r.encoded_len(),
+    }
+}
+
+async fn run(
+    raft: Raft<TypeConfig>,
+    is_leader: Arc<dyn Fn() -> bool + Send + Sync>,
+    mut receiver: mpsc::UnboundedReceiver<Pending>,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(pending) => pending,
+            None => match receiver.recv().await {
+                Some(pending) => pending,
+                None => return,
+            },
+        };
+        // Wait for a slot first: writes keep queueing meanwhile and join this batch.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.size;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_WRITES {
+            match receiver.try_recv() {
+                Ok(pending) if bytes + pending.size > MAX_BATCH_BYTES => {
+                    carried = Some(pending);
+                    break;
+                }
+                Ok(pending) => {
+                    bytes += pending.size;
+                    batch.push(pending);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        let is_leader = is_leader.clone();
+        tokio::spawn(async move {
+            propose_batch(&raft, is_leader.as_ref(), batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn propose_batch(
+    raft: &Raft<TypeConfig>,
+    is_leader: &(dyn Fn() -> bool + Send + Sync),
+    batch: Vec<Pending>,
+) {
+    let (requests, replies): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+    if !is_leader() {
+        for reply in replies {
+            let _ = reply.send(ProposeOutcome::NotLeader);
+        }
+        return;
+    }
+    let count = requests.len();
+    let shared = match raft.client_write(Command::Writes(requests)).await {
+        Ok(response) => match response.data {
+            CommandResponse::Writes(results) if results.len() == count => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(ProposeOutcome::Applied(result));
+                }
+                return;
+            }
+            other => ProposeOutcome::Failed(ApiError::Internal(format!(
+                "unexpected apply result {other:?}"
+            ))),
+        },
+        // We believed we were leader: the entry may have been appended before we stepped down,
+        // so its fate is unknown. etcd answers "leader changed" in this case.
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+            ProposeOutcome::Failed(ApiError::LeaderChanged)
+        }
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
+            ProposeOutcome::Failed(ApiError::Internal(error.to_string()))
+        }
+        Err(RaftError::Fatal(_)) => ProposeOutcome::Failed(ApiError::Stopped),
+    };
+    for reply in replies {
+        let _ = reply.send(shared.clone());
+    }
+}
