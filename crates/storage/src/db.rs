@@ -5,7 +5,7 @@
 //! - `raft_state`: `vote`, `committed`, `last_purged` -> bincode;
 //! - `kv`: MVCC revision (main, sub; 16 bytes big-endian) -> protobuf `mvccpb.KeyValue`
 //!   (a record with version 0 is a tombstone);
-//! - `meta`: `cluster_id`, `member_id` (u64 BE), `applied` and `membership` (bincode),
+//! - `meta`: `cluster_id`, `member_id`, `format` (u64 BE), `applied` and `membership` (bincode),
 //!   `revision` and `compact_revision` (i64 BE), written atomically with the records they describe;
 //! - `snapshot`: `meta` and `data` of the last built or installed Raft snapshot.
 
@@ -27,6 +27,11 @@ const COLUMN_FAMILIES: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_STATE, CF_KV, CF_META, 
 
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 const KEY_MEMBER_ID: &[u8] = b"member_id";
+const KEY_FORMAT: &[u8] = b"format";
+/// The on-disk format this build reads and writes. Bump it when an encoding changes (the Raft
+/// command enum, a column family's layout); a directory with another format is refused with a
+/// clear message instead of failing to decode somewhere deep in openraft.
+pub const STORAGE_FORMAT: u64 = 1;
 
 /// The cluster and member a data directory belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +89,17 @@ fn check_identity(db: &DB, path: &Path, identity: Identity) -> Result<bool, Stor
         .transpose()?;
     match (stored_cluster, stored_member) {
         (Some(cluster_id), Some(member_id)) => {
+            let format = db
+                .get_cf(meta, KEY_FORMAT)?
+                .map(|v| decode_u64(&v))
+                .transpose()?;
+            if format != Some(STORAGE_FORMAT) {
+                return Err(StorageError::IncompatibleFormat {
+                    path: path.display().to_string(),
+                    found: format.map_or_else(|| "none".to_string(), |f| f.to_string()),
+                    expected: STORAGE_FORMAT,
+                });
+            }
             if cluster_id != identity.cluster_id || member_id != identity.member_id {
                 return Err(StorageError::IdentityMismatch {
                     path: path.display().to_string(),
@@ -100,6 +116,7 @@ fn check_identity(db: &DB, path: &Path, identity: Identity) -> Result<bool, Stor
             let mut batch = rocksdb::WriteBatch::default();
             batch.put_cf(meta, KEY_CLUSTER_ID, identity.cluster_id.to_be_bytes());
             batch.put_cf(meta, KEY_MEMBER_ID, identity.member_id.to_be_bytes());
+            batch.put_cf(meta, KEY_FORMAT, STORAGE_FORMAT.to_be_bytes());
             db.write_opt(batch, &synced())?;
             Ok(true)
         }

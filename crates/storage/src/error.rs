@@ -14,6 +14,13 @@ pub enum StorageError {
         found: String,
         expected: String,
     },
+    /// The data directory was written by a build with another on-disk format.
+    #[error("data directory {path} has storage format {found}, this build reads format {expected}; restore from a backup or start with an empty directory")]
+    IncompatibleFormat {
+        path: String,
+        found: String,
+        expected: u64,
+    },
     /// The log syncer thread could not be started.
     #[error("cannot start the log syncer thread: {0}")]
     Thread(std::io::Error),

@@ -8,7 +8,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Weak};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogId, StorageIOError, Vote};
@@ -35,7 +35,9 @@ pub struct LogStore {
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> Result<Self, StorageError> {
         let (syncer, pending) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let sync_db = db.clone();
+        // A weak handle: the database closes when the stores are dropped, not when this thread
+        // gets around to noticing (reopening a directory must not find it still locked).
+        let sync_db = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || run_syncer(&sync_db, &pending))
@@ -92,16 +94,19 @@ impl LogStore {
     }
 }
 
-fn run_syncer(db: &DB, pending: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
+fn run_syncer(db: &Weak<DB>, pending: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
     while let Ok(first) = pending.recv() {
         let mut callbacks = vec![first];
         callbacks.extend(pending.try_iter());
-        let result = db.flush_wal(true);
+        let result = match db.upgrade() {
+            Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+            None => Err("the database is closed".to_string()),
+        };
         for callback in callbacks {
             let result = result
                 .as_ref()
                 .map(|_| ())
-                .map_err(|e| std::io::Error::other(e.to_string()));
+                .map_err(|e| std::io::Error::other(e.clone()));
             callback.log_io_completed(result);
         }
     }
@@ -231,7 +236,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.db
             .flush_wal(true)
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.put_state(KEY_LAST_PURGED, &Some(log_id), true)?;
+        self.put_state(KEY_LAST_PURGED, &log_id, true)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
             cf(&self.db, CF_RAFT_LOG),

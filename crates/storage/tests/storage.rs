@@ -1,0 +1,124 @@
+//! The storage crate against openraft's own storage conformance suite, plus Beacon's
+//! persistence guarantees: state survives reopening, identity and format are enforced.
+
+use beacon_mvcc::{pb, WriteRequest};
+use beacon_storage::{
+    open, Command, CommandResponse, Identity, LogStore, StateMachineStore, StorageError, TypeConfig,
+};
+use openraft::storage::RaftStateMachine;
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+const IDENTITY: Identity = Identity {
+    cluster_id: 0xbeac0,
+    member_id: 1,
+};
+
+struct TempStoreBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for TempStoreBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), openraft::StorageError<u64>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opened = open(dir.path(), IDENTITY).expect("open store");
+        Ok((dir, opened.log_store, opened.state_machine))
+    }
+}
+
+#[test]
+fn openraft_storage_conformance_suite() {
+    Suite::test_all(TempStoreBuilder).expect("openraft storage suite");
+}
+
+fn put(key: &str, value: &str) -> WriteRequest {
+    WriteRequest::Put(pb::PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    })
+}
+
+fn entry(index: u64, writes: Vec<WriteRequest>) -> Entry<TypeConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Command::Writes(writes)),
+    }
+}
+
+#[tokio::test]
+async fn applied_state_and_records_survive_reopening() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let mut opened = open(dir.path(), IDENTITY).expect("open");
+        let responses = opened
+            .state_machine
+            .apply(vec![
+                entry(1, vec![put("a", "1"), put("b", "2")]),
+                entry(2, vec![put("a", "3")]),
+            ])
+            .await
+            .expect("apply");
+        assert_eq!(responses.len(), 2);
+        assert!(matches!(&responses[0], CommandResponse::Writes(results) if results.len() == 2));
+    }
+    let mut reopened = open(dir.path(), IDENTITY).expect("reopen");
+    assert!(!reopened.fresh);
+    let reader = reopened.state_machine.reader();
+    assert_eq!(reader.current_revision(), 4);
+    assert_eq!(reader.last_applied().map(|id| id.index), Some(2));
+    let (applied, _) = reopened
+        .state_machine
+        .applied_state()
+        .await
+        .expect("applied state");
+    assert_eq!(applied.map(|id| id.index), Some(2));
+    let all = pb::RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..Default::default()
+    };
+    let response = reader.range(&all).expect("range");
+    let pairs: Vec<(Vec<u8>, Vec<u8>, i64)> = response
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone(), kv.mod_revision))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            (b"a".to_vec(), b"3".to_vec(), 4),
+            (b"b".to_vec(), b"2".to_vec(), 3)
+        ]
+    );
+    // The past is still there: revision 2 had a=1.
+    let past = pb::RangeRequest {
+        key: b"a".to_vec(),
+        revision: 2,
+        ..Default::default()
+    };
+    assert_eq!(reader.range(&past).expect("past").kvs[0].value, b"1");
+}
+
+#[test]
+fn a_directory_of_another_cluster_or_member_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    drop(open(dir.path(), IDENTITY).expect("open"));
+    let other_cluster = Identity {
+        cluster_id: 7,
+        ..IDENTITY
+    };
+    assert!(matches!(
+        open(dir.path(), other_cluster),
+        Err(StorageError::IdentityMismatch { .. })
+    ));
+    let other_member = Identity {
+        member_id: 2,
+        ..IDENTITY
+    };
+    assert!(matches!(
+        open(dir.path(), other_member),
+        Err(StorageError::IdentityMismatch { .. })
+    ));
+    assert!(open(dir.path(), IDENTITY).is_ok());
+}
