@@ -8,7 +8,7 @@ pub(crate) type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// The keys a request covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum KeyRange {
+pub enum KeyRange {
     /// `range_end` empty: exactly `key`.
     Single(Vec<u8>),
     /// `range_end == "\0"`: every key `>= start` (with `start == "\0"`, every key).
@@ -19,7 +19,7 @@ pub(crate) enum KeyRange {
 
 impl KeyRange {
     /// etcd's rules: empty `range_end` is a single key, `"\0"` means "to the end".
-    pub(crate) fn new(key: &[u8], range_end: &[u8]) -> Self {
+    pub fn new(key: &[u8], range_end: &[u8]) -> Self {
         match range_end {
             [] => KeyRange::Single(key.to_vec()),
             [0] => KeyRange::From(key.to_vec()),
@@ -40,9 +40,8 @@ impl KeyRange {
         }
     }
 
-    /// Whether `key` lies in the range.
-    #[cfg(test)]
-    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+    /// Whether `key` lies in the range (watch filtering uses it).
+    pub fn contains(&self, key: &[u8]) -> bool {
         match self {
             KeyRange::Single(single) => key == single.as_slice(),
             KeyRange::From(start) => key >= start.as_slice(),

@@ -9,13 +9,14 @@
 //!
 //! Code map: `revision` (the [`Revision`] type), `key_range` (etcd's `range_end` rules),
 //! `key_index` (per-key generations of revisions), `store` (the [`KvStore`] and compaction),
-//! `range` (reads), `write` (one write request's changes, undoable), `compare` and `txn`
+//! `range` (reads), `history` (records replayed as watch events), `write` (one write request's changes, undoable), `compare` and `txn`
 //! (transactions), `validate` (pre-proposal checks), `records`, `lease`, `request`, `error`.
 
 pub use beacon_proto::{etcdserverpb as pb, mvccpb};
 
 mod compare;
 mod error;
+mod history;
 mod key_index;
 mod key_range;
 mod lease;
@@ -32,6 +33,7 @@ mod write;
 mod tests;
 
 pub use error::MvccError;
+pub use key_range::KeyRange;
 pub use lease::{LeaseRegistry, NoLeases};
 pub use records::{MemoryRevisions, Mutation, RevisionReader};
 pub use request::{Applied, WriteRequest, WriteResponse};

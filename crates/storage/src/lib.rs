@@ -20,7 +20,7 @@ pub use command::{Command, CommandResponse, Member, TypeConfig};
 pub use db::{open, Identity, OpenedStore, STORAGE_FORMAT};
 pub use error::StorageError;
 pub use log_store::LogStore;
-pub use state_machine::{KvReader, StateMachineStore};
+pub use state_machine::{AppliedChanges, ApplyListener, KvReader, StateMachineStore};
 
 /// openraft's node id: the etcd member id of a Beacon member.
 pub type NodeId = u64;

@@ -11,7 +11,7 @@ use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use beacon_mvcc::{pb, KvStore, Mutation, MvccError, NoLeases, Revision, RevisionReader};
-use beacon_proto::mvccpb::KeyValue;
+use beacon_proto::mvccpb::{Event as KvEvent, KeyValue};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
@@ -34,6 +34,28 @@ const KEY_COMPACT_REVISION: &[u8] = b"compact_revision";
 const KEY_SNAPSHOT_META: &[u8] = b"meta";
 const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 
+/// What one `apply` call (or a snapshot install) changed, handed to the [`ApplyListener`].
+#[derive(Debug, Clone, Default)]
+pub struct AppliedChanges {
+    /// The store revision after the change.
+    pub revision: i64,
+    /// The compaction revision after the change.
+    pub compact_revision: i64,
+    /// Every event of the applied writes, in order: revisions never decrease and the events of
+    /// one revision are contiguous. Each carries `prev_kv` when the key existed before.
+    pub events: Vec<KvEvent>,
+    /// A snapshot replaced the whole state: the events between the previous revision and
+    /// `revision` are not listed and must be read from storage ([`KvReader::history`]).
+    pub reset: bool,
+}
+
+/// Told about every change to the applied state, in order, exactly once, right after it is
+/// written and while the state is still locked for writing: implementations must only hand the
+/// changes on (a channel, a queue) and never read the [`KvReader`] from inside the call.
+pub trait ApplyListener: Send + Sync + 'static {
+    fn applied(&self, changes: AppliedChanges);
+}
+
 struct Applied {
     kv: KvStore,
     last_applied: Option<LogId<NodeId>>,
@@ -44,6 +66,7 @@ struct Applied {
 pub struct StateMachineStore {
     reader: KvReader,
     snapshot_seq: u64,
+    listener: Option<Arc<dyn ApplyListener>>,
 }
 
 /// A cheap, cloneable read handle on the applied state, for the API services.
@@ -109,6 +132,48 @@ impl KvReader {
     /// The current store revision (etcd's header revision).
     pub fn current_revision(&self) -> i64 {
         self.read().kv.current_revision()
+    }
+
+    /// The compaction revision: history below it is gone.
+    pub fn compact_revision(&self) -> i64 {
+        self.read().kv.compact_revision()
+    }
+
+    /// The events of revisions `from..=to` read back from storage, in order, for a watcher
+    /// catching up. Reads about `limit` records, never splitting a revision (a txn's events stay
+    /// together); the caller continues from the last event's revision + 1. Fails with
+    /// `Compacted` when `from` is below the compaction revision.
+    pub fn history(&self, from: i64, to: i64, limit: usize) -> Result<Vec<KvEvent>, MvccError> {
+        let state = self.read();
+        if from < state.kv.compact_revision() {
+            return Err(MvccError::Compacted);
+        }
+        let records = DbRecords { db: &self.db };
+        let start = Revision { main: from, sub: 0 }.to_bytes();
+        let iter = self.db.iterator_cf(
+            cf(&self.db, CF_KV),
+            IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        let mut events = Vec::new();
+        for item in iter {
+            let (key, value) = item.map_err(|e| MvccError::Storage(e.to_string()))?;
+            let revision = Revision::from_bytes(&key)
+                .ok_or_else(|| MvccError::Storage("bad revision key in kv".to_string()))?;
+            if revision.main > to {
+                break;
+            }
+            let last_main = events
+                .last()
+                .and_then(|e: &KvEvent| e.kv.as_ref())
+                .map(|kv| kv.mod_revision);
+            if events.len() >= limit && last_main != Some(revision.main) {
+                break;
+            }
+            let record =
+                KeyValue::decode(value.as_ref()).map_err(|e| MvccError::Storage(e.to_string()))?;
+            events.push(state.kv.event_for_record(&records, revision, record)?);
+        }
+        Ok(events)
     }
 
     /// The last applied Raft log id.
@@ -179,7 +244,24 @@ impl StateMachineStore {
                 state: Arc::new(RwLock::new(state)),
             },
             snapshot_seq: 0,
+            listener: None,
         })
+    }
+
+    /// Registers the listener told about every applied change (the watch hub).
+    pub fn set_listener(&mut self, listener: Arc<dyn ApplyListener>) {
+        self.listener = Some(listener);
+    }
+
+    fn notify(&self, state: &Applied, events: Vec<KvEvent>, reset: bool) {
+        if let Some(listener) = &self.listener {
+            listener.applied(AppliedChanges {
+                revision: state.kv.current_revision(),
+                compact_revision: state.kv.compact_revision(),
+                events,
+                reset,
+            });
+        }
     }
 
     /// A read handle sharing this state machine's state.
@@ -304,6 +386,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let db = self.reader.db.clone();
         let mut state = self.reader.write();
         let mut responses = Vec::new();
+        let mut events = Vec::new();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
             let response = match entry.payload {
@@ -318,7 +401,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let result = state
                             .kv
                             .apply(&DbRecords { db: &db }, &NoLeases, request)
-                            .map(|applied| applied.response);
+                            .map(|applied| {
+                                events.extend(applied.events);
+                                applied.response
+                            });
                         if let Err(MvccError::Storage(detail)) = &result {
                             let error = std::io::Error::other(detail.clone());
                             return Err(StorageIOError::apply(entry.log_id, &error).into());
@@ -344,6 +430,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         write_applied_meta(&mut batch, &db, &state)?;
         db.write(batch)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.notify(&state, events, false);
         Ok(responses)
     }
 
@@ -351,6 +438,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         StateMachineStore {
             reader: self.reader.clone(),
             snapshot_seq: self.snapshot_seq + 1000,
+            // A snapshot builder never applies anything.
+            listener: None,
         }
     }
 
@@ -386,6 +475,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         write_applied_meta(&mut batch, &db, &state)?;
         db.write_opt(batch, &synced())
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        self.notify(&state, Vec::new(), true);
+        drop(state);
         save_snapshot(&db, meta, &data)
     }
 

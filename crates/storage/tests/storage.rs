@@ -122,3 +122,50 @@ fn a_directory_of_another_cluster_or_member_is_refused() {
     ));
     assert!(open(dir.path(), IDENTITY).is_ok());
 }
+
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<beacon_storage::AppliedChanges>>);
+
+impl beacon_storage::ApplyListener for Recorder {
+    fn applied(&self, changes: beacon_storage::AppliedChanges) {
+        self.0.lock().expect("lock").push(changes);
+    }
+}
+
+#[tokio::test]
+async fn the_listener_hears_every_event_and_history_replays_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut opened = open(dir.path(), IDENTITY).expect("open");
+    let recorder = std::sync::Arc::new(Recorder::default());
+    opened.state_machine.set_listener(recorder.clone());
+    let delete = WriteRequest::DeleteRange(pb::DeleteRangeRequest {
+        key: b"a".to_vec(),
+        ..Default::default()
+    });
+    opened
+        .state_machine
+        .apply(vec![
+            entry(1, vec![put("a", "1"), put("b", "2")]),
+            entry(2, vec![put("a", "3"), delete]),
+        ])
+        .await
+        .expect("apply");
+    let heard: Vec<_> = recorder
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .flat_map(|c| c.events.clone())
+        .collect();
+    let revisions: Vec<i64> = heard
+        .iter()
+        .map(|e| e.kv.as_ref().expect("kv").mod_revision)
+        .collect();
+    assert_eq!(revisions, vec![2, 3, 4, 5]);
+    let reader = opened.state_machine.reader();
+    assert_eq!(reader.history(2, 5, 100).expect("history"), heard);
+    // A limit never splits a revision, and continuing from the next revision gives the rest.
+    let first = reader.history(2, 5, 1).expect("first chunk");
+    assert_eq!(first, heard[..1]);
+    assert_eq!(reader.history(3, 5, 100).expect("rest"), heard[1..]);
+}
