@@ -39,6 +39,19 @@ pub enum PeerError {
     Codec(#[from] bincode::Error),
 }
 
+impl PeerError {
+    /// True when the connection could not be opened, so the request was certainly not sent
+    /// (safe to send a write elsewhere). tonic reports connector failures this way.
+    pub fn never_sent(&self) -> bool {
+        match self {
+            PeerError::Transport { source, .. } => {
+                source.code() == tonic::Code::Unavailable && source.message() == "tcp connect error"
+            }
+            PeerError::Codec(_) => false,
+        }
+    }
+}
+
 impl PeerClients {
     pub fn new(cluster_id: u64) -> Self {
         Self {

@@ -132,9 +132,15 @@ impl RaftNode {
                 |mut client, request| async move { client.forward(request).await },
             )
             .await
-            .map_err(|error| {
+            .or_else(|error| {
+                if error.never_sent() {
+                    // The leader we know of is down: nothing was proposed, so wait for the
+                    // election to name another one and send it there.
+                    tracing::debug!(%error, leader = %leader.name, "leader unreachable");
+                    return Ok(ProposeOutcome::NotLeader);
+                }
                 tracing::warn!(%error, leader = %leader.name, "forwarding a write failed");
-                ApiError::Timeout
+                Err(ApiError::Timeout)
             })
     }
 
