@@ -179,4 +179,23 @@ async fn etcd_limits_and_errors() {
     assert_ne!(header.cluster_id, 0);
     assert!(header.raft_term >= 1);
     assert_eq!(header.revision, current);
+
+    // grpc.health.v1 answers SERVING on every member.
+    let channel = tonic::transport::Channel::from_shared(format!(
+        "http://{}",
+        cluster.nodes[follower].client_addr
+    ))
+    .expect("uri")
+    .connect_lazy();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 }
