@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/mvccpb/kv.proto",
         "etcd/etcdserverpb/rpc.proto",
         "beacon/v1/peer.proto",
+        "beacon/v1/command.proto",
     ]
     .map(|file| root.join(file));
     for file in &files {

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use beacon_mvcc::{MvccError, WriteRequest, WriteResponse};
-use beacon_storage::{Command, CommandResponse, TypeConfig};
+use beacon_storage::{Command, CommandResponse, TypeConfig, WriteBatch};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
 use prost::Message;
@@ -151,7 +151,9 @@ async fn propose_batch(
     }
     let count = requests.len();
     let started = std::time::Instant::now();
-    let written = raft.client_write(Command::Writes(requests)).await;
+    let written = raft
+        .client_write(Command::Writes(WriteBatch::from_writes(requests)))
+        .await;
     tracing::debug!(
         writes = count,
         elapsed_us = started.elapsed().as_micros() as u64,

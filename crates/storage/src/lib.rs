@@ -16,7 +16,7 @@ mod error;
 mod log_store;
 mod state_machine;
 
-pub use command::{Command, CommandResponse, Member, TypeConfig};
+pub use command::{Command, CommandResponse, Member, TypeConfig, WriteBatch};
 pub use db::{open, Identity, OpenedStore, STORAGE_FORMAT};
 pub use error::StorageError;
 pub use log_store::LogStore;

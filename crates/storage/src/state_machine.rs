@@ -395,7 +395,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
                     CommandResponse::None
                 }
-                EntryPayload::Normal(Command::Writes(requests)) => {
+                EntryPayload::Normal(Command::Writes(batch)) => {
+                    let requests = batch
+                        .writes()
+                        .map_err(|e| StorageIOError::apply(entry.log_id, &e))?;
                     let mut results = Vec::with_capacity(requests.len());
                     for request in &requests {
                         let result = state

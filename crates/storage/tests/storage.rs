@@ -3,7 +3,8 @@
 
 use beacon_mvcc::{pb, WriteRequest};
 use beacon_storage::{
-    open, Command, CommandResponse, Identity, LogStore, StateMachineStore, StorageError, TypeConfig,
+    open, Command, CommandResponse, Identity, LogStore, StateMachineStore, StorageError,
+    TypeConfig, WriteBatch,
 };
 use openraft::storage::RaftStateMachine;
 use openraft::testing::{StoreBuilder, Suite};
@@ -42,7 +43,7 @@ fn put(key: &str, value: &str) -> WriteRequest {
 fn entry(index: u64, writes: Vec<WriteRequest>) -> Entry<TypeConfig> {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(Command::Writes(writes)),
+        payload: EntryPayload::Normal(Command::Writes(WriteBatch::from_writes(writes))),
     }
 }
 
