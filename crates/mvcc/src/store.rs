@@ -20,7 +20,8 @@ use crate::{
 pub struct KvStore {
     pub(crate) index: KeyIndex,
     pub(crate) current_revision: i64,
-    /// Reads below this revision fail with `Compacted`; 0 until the first compaction.
+    /// Reads below this revision fail with `Compacted`; -1 until the first compaction, as in
+    /// etcd (so `Compact(0)` on a fresh store succeeds).
     pub(crate) compact_revision: i64,
     pub(crate) pending: BTreeMap<Revision, mvccpb::KeyValue>,
     pub(crate) mutations: Vec<Mutation>,
@@ -46,7 +47,7 @@ impl KvStore {
         KvStore {
             index: KeyIndex::default(),
             current_revision: 1,
-            compact_revision: 0,
+            compact_revision: -1,
             pending: BTreeMap::new(),
             mutations: Vec::new(),
         }
@@ -87,7 +88,7 @@ impl KvStore {
         self.current_revision
     }
 
-    /// The revision of the last compaction (0 if none): reads below it fail with `Compacted`.
+    /// The revision of the last compaction (-1 if none): reads below it fail with `Compacted`.
     pub fn compact_revision(&self) -> i64 {
         self.compact_revision
     }

@@ -225,7 +225,7 @@ impl StateMachineStore {
         let last_applied = KvReader::get_meta(&db, KEY_APPLIED)?.flatten();
         let membership = KvReader::get_meta(&db, KEY_MEMBERSHIP)?.unwrap_or_default();
         let current_revision: Option<i64> = KvReader::get_meta(&db, KEY_REVISION)?;
-        let compact_revision: i64 = KvReader::get_meta(&db, KEY_COMPACT_REVISION)?.unwrap_or(0);
+        let compact_revision: i64 = KvReader::get_meta(&db, KEY_COMPACT_REVISION)?.unwrap_or(-1);
         let kv = match current_revision {
             None => KvStore::new(),
             Some(current_revision) => {

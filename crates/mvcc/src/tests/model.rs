@@ -128,7 +128,7 @@ proptest! {
     #[test]
     fn store_matches_a_snapshot_model(ops in proptest::collection::vec((op(), any::<bool>()), 1..40)) {
         let mut harness = Harness::new();
-        let mut model = Model { snapshots: vec![BTreeMap::new(), BTreeMap::new()], compact: 0 };
+        let mut model = Model { snapshots: vec![BTreeMap::new(), BTreeMap::new()], compact: -1 };
         for (op, persist) in ops {
             harness.persist = persist;
             let next = model.current() + 1;
