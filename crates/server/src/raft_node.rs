@@ -150,6 +150,12 @@ impl RaftNode {
     /// a follower asks the leader for that index and waits until it has applied it. Concurrent
     /// reads share rounds ([`ReadBarrier`]).
     pub async fn linearize(self: &Arc<Self>) -> Result<(), ApiError> {
+        // Negative control for the fault-injection suite only: a deliberately broken build that
+        // serves "linearizable" reads from local state, which a partition must expose. The
+        // feature is off by default and never enabled by any release or test profile.
+        if cfg!(feature = "unsafe-stale-reads") {
+            return Ok(());
+        }
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         let node = self.clone();
         let index = self
