@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::api_error::ApiError;
+use crate::raft_node::REQUEST_TIMEOUT;
 
 /// Most writes in one entry.
 const MAX_BATCH_WRITES: usize = 512;
@@ -151,14 +152,25 @@ async fn propose_batch(
     }
     let count = requests.len();
     let started = std::time::Instant::now();
-    let written = raft
-        .client_write(Command::Writes(WriteBatch::from_writes(requests)))
-        .await;
+    // A leader cut off from the quorum never commits; etcd answers "request timed out" after
+    // its request timeout, and so do we (the entry may still commit later: the outcome is
+    // unknown to the client, as with any timeout).
+    let written = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        raft.client_write(Command::Writes(WriteBatch::from_writes(requests))),
+    )
+    .await;
     tracing::debug!(
         writes = count,
         elapsed_us = started.elapsed().as_micros() as u64,
         "batch applied"
     );
+    let Ok(written) = written else {
+        for reply in replies {
+            let _ = reply.send(ProposeOutcome::Failed(ApiError::Timeout));
+        }
+        return;
+    };
     let shared = match written {
         Ok(response) => match response.data {
             CommandResponse::Writes(results) if results.len() == count => {

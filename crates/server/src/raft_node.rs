@@ -181,7 +181,11 @@ impl RaftNode {
     }
 
     async fn confirm_leadership(&self) -> Result<Option<u64>, ApiError> {
-        match self.raft.get_read_log_id().await {
+        // A leader cut off from the quorum may wait a long time for heartbeat answers.
+        let confirmed = tokio::time::timeout(REQUEST_TIMEOUT, self.raft.get_read_log_id())
+            .await
+            .map_err(|_| ApiError::Timeout)?;
+        match confirmed {
             Ok((read_log_id, _applied)) => Ok(read_log_id.map(|id| id.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
                 Err(ApiError::LeaderChanged)
