@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// Request limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Watch settings.
+    #[serde(default)]
+    pub watch: WatchConfig,
 }
 
 /// A listen address and the address other members and clients should use.
@@ -105,6 +108,23 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Watch settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// How often watches created with `progress_notify` get an empty response while idle
+    /// (etcd: 10 minutes).
+    pub progress_notify_interval_ms: u64,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            progress_notify_interval_ms: 600_000,
+        }
+    }
+}
+
 fn default_cluster_token() -> String {
     "beacon-cluster".to_string()
 }
@@ -129,6 +149,7 @@ impl ServerConfig {
             initial_members: Vec::new(),
             raft: RaftConfig::default(),
             limits: LimitsConfig::default(),
+            watch: WatchConfig::default(),
         }
     }
 
@@ -250,6 +271,9 @@ impl ServerConfig {
         }
         if self.limits.max_txn_ops == 0 || self.limits.max_request_bytes == 0 {
             bail!("limits must be positive");
+        }
+        if self.watch.progress_notify_interval_ms == 0 {
+            bail!("watch: progress_notify_interval_ms must be positive");
         }
         Ok(())
     }

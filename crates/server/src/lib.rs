@@ -15,6 +15,9 @@ pub mod peer_service;
 pub mod proposal_batcher;
 pub mod raft_node;
 pub mod read_barrier;
+pub mod watch_hub;
+pub mod watch_service;
+pub mod watch_stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use beacon_proto::beacon::v1::raft_peer_server::RaftPeerServer;
 use beacon_proto::etcdserverpb::cluster_server::ClusterServer;
 use beacon_proto::etcdserverpb::kv_server::KvServer;
 use beacon_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use beacon_proto::etcdserverpb::watch_server::WatchServer;
 use beacon_storage::Identity;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Raft, SnapshotPolicy};
@@ -38,6 +42,9 @@ use crate::peer_network::{PeerClients, PeerNetwork};
 use crate::peer_service::PeerService;
 use crate::proposal_batcher::ProposalBatcher;
 use crate::raft_node::RaftNode;
+use crate::watch_hub::WatchHub;
+use crate::watch_service::WatchService;
+use crate::watch_stream::StreamSettings;
 
 /// gRPC framing overhead allowed above the request limit, as etcd does: requests between the
 /// limit and this margin get etcd's "request is too large" rather than a transport error.
@@ -54,9 +61,13 @@ pub async fn run(
         cluster_id: config.cluster_id(),
         member_id: config.id,
     };
-    let opened = beacon_storage::open(&config.data_dir, identity)
+    let mut opened = beacon_storage::open(&config.data_dir, identity)
         .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
     let reader = opened.state_machine.reader();
+    // The hub starts at the loaded state and hears of every apply from the first one on
+    // (openraft replays the log into the state machine after `Raft::new`).
+    let watch_hub = WatchHub::new(reader.current_revision(), reader.compact_revision());
+    opened.state_machine.set_listener(watch_hub.clone());
 
     let client_listener = TcpListener::bind(&config.client.listen)
         .await
@@ -107,6 +118,25 @@ pub async fn run(
         batcher,
     });
 
+    let watch_service = {
+        let header_node = node.clone();
+        WatchService {
+            node: node.clone(),
+            hub: watch_hub,
+            settings: StreamSettings {
+                header: Arc::new(move |revision| header_node.header(revision)),
+                max_response_bytes: config.limits.max_request_bytes,
+                progress_notify_interval: std::time::Duration::from_millis(
+                    config.watch.progress_notify_interval_ms,
+                ),
+            },
+            leader_lost: watch_service::monitor_leader(
+                &node,
+                std::time::Duration::from_millis(config.raft.election_timeout_max_ms),
+            ),
+        }
+    };
+
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
@@ -133,6 +163,7 @@ pub async fn run(
             KvServer::new(KvService { node: node.clone() }).max_decoding_message_size(max_message),
         )
         .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+        .add_service(WatchServer::new(watch_service).max_decoding_message_size(max_message))
         .add_service(MaintenanceServer::new(MaintenanceService {
             node: node.clone(),
         }))

@@ -166,6 +166,55 @@ async fn kill_9_of_every_member_during_a_write_load_loses_no_acknowledged_write(
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_quorum_times_out_instead_of_hanging() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader().await;
+    cluster.put(leader, "k", "before").await;
+    for follower in followers(&cluster, leader) {
+        cluster.pause(follower, true);
+    }
+    let mut kv = cluster.kv(leader).await;
+    let started = Instant::now();
+    let write = PutRequest {
+        key: b"k".to_vec(),
+        value: b"lost?".to_vec(),
+        ..Default::default()
+    };
+    let status = kv.put(write).await.expect_err("no quorum, no commit");
+    assert_eq!(status.message(), "etcdserver: request timed out");
+    let read = kv
+        .range(RangeRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        })
+        .await;
+    let status = read.expect_err("a linearizable read needs the quorum too");
+    assert_eq!(status.message(), "etcdserver: request timed out");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "bounded by the request timeout"
+    );
+    // A serializable read is local and still answers.
+    let local = RangeRequest {
+        key: b"k".to_vec(),
+        serializable: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        kv.range(local)
+            .await
+            .expect("serializable")
+            .into_inner()
+            .kvs[0]
+            .value,
+        b"before"
+    );
+    for follower in followers(&cluster, leader) {
+        cluster.pause(follower, false);
+    }
+}
+
 async fn wait_until<F, Fut>(mut condition: F)
 where
     F: FnMut() -> Fut,

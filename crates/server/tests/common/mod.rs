@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use beacon_proto::etcdserverpb::kv_client::KvClient;
 use beacon_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use beacon_proto::etcdserverpb::watch_client::WatchClient;
 use beacon_proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
 use tonic::transport::Channel;
 
@@ -41,6 +42,12 @@ pub fn free_port() -> u16 {
 impl TestCluster {
     /// Writes configs for `size` members and starts them all.
     pub fn start(size: usize) -> Self {
+        Self::start_with(size, "")
+    }
+
+    /// Like [`TestCluster::start`], with `extra` TOML (whole tables, e.g. `[watch]\n...`)
+    /// appended to every member's config.
+    pub fn start_with(size: usize, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: Vec<(String, String)> = (0..size)
             .map(|_| {
@@ -67,7 +74,7 @@ impl TestCluster {
                 let config = format!(
                     "name = \"node{id}\"\nid = {id}\ndata_dir = \"{}\"\ncluster_token = \"test\"\n\
                      [client]\nlisten = \"{client}\"\n[peer]\nlisten = \"{peer}\"\n\
-                     [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n{members}",
+                     [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n{members}\n{extra}\n",
                     data_dir.display()
                 );
                 let config_path = dir.path().join(format!("node{id}.toml"));
@@ -135,6 +142,17 @@ impl TestCluster {
         }
     }
 
+    /// SIGSTOP (`pause = true`) or SIGCONT a member: it stays connected but answers nothing.
+    pub fn pause(&self, index: usize, pause: bool) {
+        if let Some(child) = &self.nodes[index].child {
+            let signal = if pause { "-STOP" } else { "-CONT" };
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+
     pub fn endpoints(&self) -> String {
         self.nodes
             .iter()
@@ -149,6 +167,15 @@ impl TestCluster {
             .timeout(Duration::from_secs(10))
             .connect_lazy();
         KvClient::new(channel)
+    }
+
+    /// A Watch client on member `index` (no overall timeout: streams live long; large
+    /// responses allowed, as etcd's clients do).
+    pub async fn watch(&self, index: usize) -> WatchClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.nodes[index].client_addr))
+            .expect("valid uri")
+            .connect_lazy();
+        WatchClient::new(channel).max_decoding_message_size(usize::MAX)
     }
 
     pub async fn maintenance(&self, index: usize) -> MaintenanceClient<Channel> {
