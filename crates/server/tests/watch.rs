@@ -10,83 +10,19 @@ use std::time::{Duration, Instant};
 use beacon_proto::etcdserverpb::watch_request::RequestUnion;
 use beacon_proto::etcdserverpb::{
     compare, request_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RequestOp,
-    TxnRequest, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
-    WatchResponse,
+    TxnRequest, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchResponse,
 };
 use beacon_proto::mvccpb::Event;
 use common::{TestCluster, DEADLINE};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 
-/// One watch stream, as a test drives it.
-struct Session {
-    requests: mpsc::Sender<WatchRequest>,
-    responses: Streaming<WatchResponse>,
+use common::WatchSession as Session;
+
+/// Test-local helpers on a watch session.
+trait CollectEvents {
+    async fn events_until(&mut self, watch_id: i64, last_revision: i64) -> Vec<Event>;
 }
 
-impl Session {
-    async fn open(cluster: &TestCluster, index: usize) -> Self {
-        Self::try_open(cluster, index, false)
-            .await
-            .expect("open watch stream")
-    }
-
-    async fn try_open(
-        cluster: &TestCluster,
-        index: usize,
-        has_leader: bool,
-    ) -> Result<Self, tonic::Status> {
-        let (requests, receiver) = mpsc::channel(64);
-        let mut request = tonic::Request::new(ReceiverStream::new(receiver));
-        if has_leader {
-            request
-                .metadata_mut()
-                .insert("hasleader", "true".parse().expect("ascii"));
-        }
-        let responses = cluster
-            .watch(index)
-            .await
-            .watch(request)
-            .await?
-            .into_inner();
-        Ok(Self {
-            requests,
-            responses,
-        })
-    }
-
-    async fn send(&self, request: RequestUnion) {
-        self.requests
-            .send(WatchRequest {
-                request_union: Some(request),
-            })
-            .await
-            .expect("stream open");
-    }
-
-    async fn try_next(&mut self) -> Result<WatchResponse, tonic::Status> {
-        match tokio::time::timeout(DEADLINE, self.responses.message()).await {
-            Ok(Ok(Some(response))) => Ok(response),
-            Ok(Ok(None)) => panic!("watch stream ended"),
-            Ok(Err(status)) => Err(status),
-            Err(_) => panic!("no watch response within {DEADLINE:?}"),
-        }
-    }
-
-    async fn next(&mut self) -> WatchResponse {
-        self.try_next().await.expect("watch response")
-    }
-
-    /// Creates a watch and returns its id, checking the created response.
-    async fn create(&mut self, request: WatchCreateRequest) -> i64 {
-        self.send(RequestUnion::CreateRequest(request)).await;
-        let response = self.next().await;
-        assert!(response.created, "expected created: {response:?}");
-        assert!(!response.canceled, "unexpected cancel: {response:?}");
-        response.watch_id
-    }
-
+impl CollectEvents for Session {
     /// Collects events of `watch_id` until one at `last_revision` or later arrived.
     async fn events_until(&mut self, watch_id: i64, last_revision: i64) -> Vec<Event> {
         let mut events = Vec::new();

@@ -12,8 +12,13 @@ use std::time::{Duration, Instant};
 use beacon_proto::etcdserverpb::kv_client::KvClient;
 use beacon_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use beacon_proto::etcdserverpb::watch_client::WatchClient;
+use beacon_proto::etcdserverpb::watch_request::RequestUnion;
 use beacon_proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
+use beacon_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+use tonic::Streaming;
 
 /// Generous bound for anything a healthy cluster does (elections take ~1-2 s).
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -281,5 +286,74 @@ impl Drop for TestCluster {
         for index in 0..self.nodes.len() {
             self.kill(index);
         }
+    }
+}
+
+/// One watch stream, as a test drives it.
+pub struct WatchSession {
+    pub requests: mpsc::Sender<WatchRequest>,
+    pub responses: Streaming<WatchResponse>,
+}
+
+impl WatchSession {
+    pub async fn open(cluster: &TestCluster, index: usize) -> Self {
+        Self::try_open(cluster, index, false)
+            .await
+            .expect("open watch stream")
+    }
+
+    pub async fn try_open(
+        cluster: &TestCluster,
+        index: usize,
+        has_leader: bool,
+    ) -> Result<Self, tonic::Status> {
+        let (requests, receiver) = mpsc::channel(64);
+        let mut request = tonic::Request::new(ReceiverStream::new(receiver));
+        if has_leader {
+            request
+                .metadata_mut()
+                .insert("hasleader", "true".parse().expect("ascii"));
+        }
+        let responses = cluster
+            .watch(index)
+            .await
+            .watch(request)
+            .await?
+            .into_inner();
+        Ok(Self {
+            requests,
+            responses,
+        })
+    }
+
+    pub async fn send(&self, request: RequestUnion) {
+        self.requests
+            .send(WatchRequest {
+                request_union: Some(request),
+            })
+            .await
+            .expect("stream open");
+    }
+
+    pub async fn try_next(&mut self) -> Result<WatchResponse, tonic::Status> {
+        match tokio::time::timeout(DEADLINE, self.responses.message()).await {
+            Ok(Ok(Some(response))) => Ok(response),
+            Ok(Ok(None)) => panic!("watch stream ended"),
+            Ok(Err(status)) => Err(status),
+            Err(_) => panic!("no watch response within {DEADLINE:?}"),
+        }
+    }
+
+    pub async fn next(&mut self) -> WatchResponse {
+        self.try_next().await.expect("watch response")
+    }
+
+    /// Creates a watch and returns its id, checking the created response.
+    pub async fn create(&mut self, request: WatchCreateRequest) -> i64 {
+        self.send(RequestUnion::CreateRequest(request)).await;
+        let response = self.next().await;
+        assert!(response.created, "expected created: {response:?}");
+        assert!(!response.canceled, "unexpected cancel: {response:?}");
+        response.watch_id
     }
 }
