@@ -9,6 +9,11 @@
 #
 # Writes go to the leader only (a follower would add a forwarding hop that is not what we are
 # measuring); reads are spread over all three members, as etcd's own benchmark tool does.
+# Watch cases: latency (one watcher on the leader), fan-out (1,000 watchers of one key over 10
+# connections spread over all members, puts to the leader; time to the last watcher), capacity
+# (100,000 watches of distinct keys over 1,000 streams on 100 connections, all on the leader; the
+# leader's VmRSS is read before and while they are held, giving bytes per watch, everything
+# included: watches, streams, connections).
 # Everything started here is stopped on exit, including on failure or Ctrl-C.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -20,7 +25,7 @@ for argument in "$@"; do
   case "$argument" in
     --etcd-only) etcd_only=true ;;
     --quick) scale=10 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown argument: $argument (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -112,6 +117,40 @@ start_etcd() {
   wait_healthy "$etcd_endpoints"
 }
 
+# PID of the member serving client endpoint $2 of system $1.
+member_pid() {
+  local system=$1 port=${2##*:}
+  if [ "$system" = etcd ]; then
+    echo "${etcd_pids[$(((port - 32379) / 100))]}"
+  else
+    cat "$BEACON_ROOT/.local-cluster/node$((port / 10000 + 1)).pid"
+  fi
+}
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# watch-capacity against one member, sampling its RSS before the watches exist and while they
+# are held; prints the bench's JSON report extended with the RSS figures and bytes per watch.
+capacity_case() {
+  local system=$1 target=$2 watches=$3 streams=$4 pid before held report
+  pid=$(member_pid "$system" "$target")
+  before=$(rss_kb "$pid")
+  "$beacon" --endpoints "$target" -o json bench watch-capacity --watches "$watches" \
+    --streams "$streams" --conns $((streams / 10 > 0 ? streams / 10 : 1)) --hold 5s \
+    >"$work_dir/capacity.out" 2>"$work_dir/capacity.err" &
+  local bench_pid=$!
+  until grep -q '^holding' "$work_dir/capacity.err"; do
+    kill -0 "$bench_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  sleep 1 # let the member finish any allocation that follows the last creation
+  held=$(rss_kb "$pid")
+  wait "$bench_pid" || { cat "$work_dir/capacity.err" >&2; return 1; }
+  jq -c --argjson before "$before" --argjson held "$held" --argjson watches "$watches" \
+    '. + {rss_before_kb: $before, rss_held_kb: $held,
+          bytes_per_watch: (($held - $before) * 1024 / $watches)}' "$work_dir/capacity.out"
+}
+
 leader_of() {
   "$beacon" --endpoints "$1" endpoint status -o json | jq -r '.[] | select(.is_leader) | .endpoint'
 }
@@ -137,6 +176,25 @@ run_cases() {
     echo "   $label: $report" >&2
     printf '%s\t%s\t%s\n' "$system" "$label" "$report" >>"$work_dir/results"
   done
+  # Leader first: watch benches put to the first endpoint and spread watchers from there.
+  local ordered="$leader" endpoint
+  for endpoint in ${endpoints//,/ }; do
+    [ "$endpoint" = "$leader" ] || ordered+=",$endpoint"
+  done
+  local -a watch_cases=(
+    "watch latency|$leader|watch-latency --total $((2000 / scale))"
+    "watch fan-out|$ordered|watch-fanout --watchers 1000 --conns 10 --total $((200 / scale))"
+  )
+  for entry in "${watch_cases[@]}"; do
+    IFS='|' read -r label target flags <<<"$entry"
+    # shellcheck disable=SC2086 # $flags is a list of words
+    report=$("$beacon" --endpoints "$target" -o json bench $flags)
+    echo "   $label: $report" >&2
+    printf '%s\t%s\t%s\n' "$system" "$label" "$report" >>"$work_dir/results"
+  done
+  report=$(capacity_case "$system" "$leader" $((100000 / scale)) $((1000 / scale)))
+  echo "   watch capacity: $report" >&2
+  printf '%s\t%s\t%s\n' "$system" "watch capacity" "$report" >>"$work_dir/results"
 }
 
 field() { # system case jq-field
@@ -167,6 +225,41 @@ print_table() {
     # shellcheck disable=SC2059
     printf "$format" "$label" "$(rate "$etcd_rate")" "$(ms "$etcd_p50")" "$(ms "$etcd_p99")" \
       "$(rate "$beacon_rate")" "$(ms "$beacon_p50")" "$(ms "$beacon_p99")" "$ratio"
+  done
+
+  # Watch rows: one metric per row; ratio is beacon / etcd (lower is better for every row).
+  local watch_format="%-44s | %10s | %10s | %5s | %s\n"
+  echo
+  # shellcheck disable=SC2059
+  printf "$watch_format" "watch metric" etcd beacon ratio target
+  local -a rows=(
+    "watch latency p50|watch latency|.p50_ms|ms|"
+    "watch latency p99|watch latency|.p99_ms|ms|<= etcd"
+    "fan-out 1000 watchers/10 conns, last p50|watch fan-out|.p50_ms|ms|"
+    "fan-out 1000 watchers/10 conns, last p99|watch fan-out|.p99_ms|ms|<= etcd / 2"
+    "create first 10k watches|watch capacity|.create_10k_seconds|s|< 1 s"
+    "create all watches (100k over 1000 streams)|watch capacity|.create_all_seconds|s|"
+    "member memory per watch|watch capacity|.bytes_per_watch|B|<= 500 B"
+  )
+  local row metric case_label jq_field unit target etcd_value beacon_value
+  for row in "${rows[@]}"; do
+    IFS='|' read -r metric case_label jq_field unit target <<<"$row"
+    etcd_value=$(field etcd "$case_label" "$jq_field")
+    beacon_value=$(field beacon "$case_label" "$jq_field")
+    ratio="-"
+    if [ -n "$etcd_value" ] && [ -n "$beacon_value" ]; then
+      ratio=$(awk -v b="$beacon_value" -v e="$etcd_value" 'BEGIN { if (e > 0) printf "%.2f", b / e; else print "-" }')
+    fi
+    value() {
+      if [ -z "$1" ]; then echo -; return; fi
+      case "$unit" in
+        ms) awk -v v="$1" 'BEGIN { printf "%.2fms", v }' ;;
+        s) awk -v v="$1" 'BEGIN { printf "%.3fs", v }' ;;
+        B) awk -v v="$1" 'BEGIN { printf "%.0f B", v }' ;;
+      esac
+    }
+    # shellcheck disable=SC2059
+    printf "$watch_format" "$metric" "$(value "$etcd_value")" "$(value "$beacon_value")" "$ratio" "$target"
   done
 }
 

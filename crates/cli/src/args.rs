@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{bench, endpoint, kv, member, txn};
+use crate::commands::{bench, endpoint, kv, member, txn, watch};
 use crate::output::Format;
 
 /// `beacon`: talk to a Beacon (or any etcd v3) cluster.
@@ -48,6 +48,8 @@ pub enum Command {
     Compact(kv::CompactArgs),
     /// Run a transaction (from flags, or from stdin in etcdctl's txn format).
     Txn(txn::TxnArgs),
+    /// Print changes to a key or range as they happen (Ctrl-C to stop).
+    Watch(watch::WatchArgs),
     /// Cluster membership.
     Member {
         /// The member command.

@@ -5,7 +5,7 @@
 //! Conventions (etcdctl's where it has one): member ids are hex; keys and values are shown as
 //! UTF-8 (invalid bytes replaced) in both formats.
 
-use beacon_client::{mvccpb, pb};
+use beacon_client::{mvccpb, pb, WatchBatch};
 use serde_json::{json, Value};
 
 /// The output format chosen with `-o`.
@@ -50,6 +50,25 @@ pub struct BenchReport {
     pub seconds: f64,
     /// Latency percentiles and maximum, in milliseconds: p50, p90, p99, max.
     pub latency_ms: [f64; 4],
+}
+
+/// The result of `bench watch-capacity`.
+#[derive(Debug, Clone)]
+pub struct WatchCapacityReport {
+    /// Watches created.
+    pub watches: u64,
+    /// Streams carrying them.
+    pub streams: u64,
+    /// Connections carrying the streams.
+    pub conns: u64,
+    /// Distinct keys watched.
+    pub keys: u64,
+    /// Seconds until the 10,000th watch was created (`None` with fewer watches).
+    pub first_10000_seconds: Option<f64>,
+    /// Seconds until every watch was created.
+    pub all_seconds: f64,
+    /// Seconds the watches were held open afterwards.
+    pub hold_seconds: f64,
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -275,6 +294,46 @@ pub fn txn(format: Format, response: &pb::TxnResponse) -> String {
     }
 }
 
+fn event_type(event: &mvccpb::Event) -> &'static str {
+    match event.r#type() {
+        mvccpb::event::EventType::Put => "PUT",
+        mvccpb::event::EventType::Delete => "DELETE",
+    }
+}
+
+/// `watch`: one batch (a revision's events, or a progress notification). Table format is
+/// etcdctl's: per event its type, then the previous key and value when asked for, then the key
+/// and value, each on its own line. JSON is one object per batch, on one line.
+pub fn watch(format: Format, batch: &WatchBatch) -> String {
+    match format {
+        Format::Json => json!({
+            "header": header_json(&Some(batch.header)),
+            "revision": batch.revision,
+            "progress_notify": batch.is_progress_notify(),
+            "events": batch.events.iter().map(|event| json!({
+                "type": event_type(event),
+                "kv": event.kv.as_ref().map(kv_json),
+                "prev_kv": event.prev_kv.as_ref().map(kv_json),
+            })).collect::<Vec<_>>(),
+        })
+        .to_string(),
+        Format::Table if batch.is_progress_notify() => {
+            format!("progress notify: {}", batch.revision)
+        }
+        Format::Table => {
+            let mut lines = Vec::new();
+            for event in &batch.events {
+                lines.push(event_type(event).to_string());
+                for kv in event.prev_kv.iter().chain(&event.kv) {
+                    lines.push(text(&kv.key));
+                    lines.push(text(&kv.value));
+                }
+            }
+            lines.join("\n")
+        }
+    }
+}
+
 /// `member list`.
 pub fn members(format: Format, response: &pb::MemberListResponse) -> String {
     match format {
@@ -482,6 +541,49 @@ pub fn bench(format: Format, report: &BenchReport) -> String {
                 format!("{p90:.3}ms"),
                 format!("{p99:.3}ms"),
                 format!("{max:.3}ms"),
+            ]],
+        ),
+    }
+}
+
+/// `bench watch-capacity`.
+pub fn watch_capacity(format: Format, report: &WatchCapacityReport) -> String {
+    let rate = report.watches as f64 / report.all_seconds.max(f64::MIN_POSITIVE);
+    match format {
+        Format::Json => json!({
+            "case": "watch-capacity",
+            "watches": report.watches,
+            "streams": report.streams,
+            "conns": report.conns,
+            "keys": report.keys,
+            "create_10k_seconds": report.first_10000_seconds,
+            "create_all_seconds": report.all_seconds,
+            "watches_per_second": rate,
+            "hold_seconds": report.hold_seconds,
+        })
+        .to_string(),
+        Format::Table => table(
+            &[
+                "CASE",
+                "WATCHES",
+                "STREAMS",
+                "CONNS",
+                "KEYS",
+                "FIRST 10K",
+                "ALL",
+                "WATCHES/S",
+            ],
+            &[vec![
+                "watch-capacity".to_string(),
+                report.watches.to_string(),
+                report.streams.to_string(),
+                report.conns.to_string(),
+                report.keys.to_string(),
+                report
+                    .first_10000_seconds
+                    .map_or("-".to_string(), |seconds| format!("{seconds:.3}s")),
+                format!("{:.3}s", report.all_seconds),
+                format!("{rate:.0}"),
             ]],
         ),
     }

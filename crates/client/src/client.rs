@@ -216,6 +216,29 @@ impl Client {
         Ok(KvClient::new(self.channel_for(endpoint)?))
     }
 
+    /// Number of endpoints (at least one).
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.inner.endpoints.len()
+    }
+
+    /// The name and shared channel of endpoint `index` (taken modulo the endpoint count).
+    pub(crate) fn endpoint_at(&self, index: usize) -> (String, Channel) {
+        let endpoint = &self.inner.endpoints[index % self.inner.endpoints.len()];
+        (endpoint.name.clone(), endpoint.channel.clone())
+    }
+
+    /// Index of the endpoint the next call starts with.
+    pub(crate) fn current_index(&self) -> usize {
+        self.inner.current.load(Ordering::Relaxed) % self.inner.endpoints.len()
+    }
+
+    /// Makes endpoint `index` the one later calls start with (it just worked).
+    pub(crate) fn set_current(&self, index: usize) {
+        self.inner
+            .current
+            .store(index % self.inner.endpoints.len(), Ordering::Relaxed);
+    }
+
     fn channel_for(&self, endpoint: &str) -> Result<Channel, ClientError> {
         let wanted = endpoint_uri(endpoint)?;
         self.inner
@@ -310,7 +333,7 @@ impl Client {
     }
 }
 
-fn status_error(endpoint: &str, status: &tonic::Status) -> ClientError {
+pub(crate) fn status_error(endpoint: &str, status: &tonic::Status) -> ClientError {
     ClientError::Status {
         endpoint: endpoint.to_string(),
         code: status.code(),

@@ -47,6 +47,23 @@ pub enum ClientError {
         /// The last connection error.
         last: String,
     },
+    /// A watch's next revision has been compacted away, so it cannot continue without a gap.
+    /// The caller must re-read the state and watch again from a newer revision.
+    #[error("{endpoint}: watch canceled: revision {compact_revision} and older are compacted")]
+    Compacted {
+        /// The endpoint that canceled the watch.
+        endpoint: String,
+        /// The compaction revision: the oldest revision a new watch may start at.
+        compact_revision: i64,
+    },
+    /// The server refused to create a watch (etcd's `canceled` on creation).
+    #[error("{endpoint}: watch canceled: {reason}")]
+    WatchCanceled {
+        /// The endpoint that refused.
+        endpoint: String,
+        /// The server's `cancel_reason`.
+        reason: String,
+    },
 }
 
 impl ClientError {
@@ -56,6 +73,7 @@ impl ClientError {
             ClientError::Status { code, .. } => Some(*code),
             ClientError::Timeout { .. } => Some(tonic::Code::DeadlineExceeded),
             ClientError::Unreachable { .. } => Some(tonic::Code::Unavailable),
+            ClientError::Compacted { .. } => Some(tonic::Code::OutOfRange),
             _ => None,
         }
     }

@@ -85,6 +85,52 @@ pub struct DeleteOptions {
     pub prev_kv: bool,
 }
 
+/// Options of [`crate::Client::watch`]. The default watches one key from the next revision on,
+/// and requires the member to have a leader (see `require_leader`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// Watch every key starting with the key.
+    pub prefix: bool,
+    /// Watch every key greater than or equal to the key.
+    pub from_key: bool,
+    /// Explicit exclusive range end; ignored when `prefix` or `from_key` is set.
+    pub range_end: Option<Vec<u8>>,
+    /// Deliver events from this revision on (0 = from the next revision).
+    pub start_revision: i64,
+    /// Attach the previous key-value to each event.
+    pub prev_kv: bool,
+    /// Ask the server for periodic progress notifications while no events flow.
+    pub progress_notify: bool,
+    /// Leave out PUT events.
+    pub no_put: bool,
+    /// Leave out DELETE events.
+    pub no_delete: bool,
+    /// Let the server split very large revisions over several responses (the client reassembles
+    /// them, so callers still see one batch per revision).
+    pub fragment: bool,
+    /// Send gRPC metadata `hasleader: true`, as etcd's clientv3 `WithRequireLeader` does: a member
+    /// that loses its leader cancels the watch, and the client resumes it on another member
+    /// instead of waiting on a member that cannot see new writes.
+    pub require_leader: bool,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            prefix: false,
+            from_key: false,
+            range_end: None,
+            start_revision: 0,
+            prev_kv: false,
+            progress_notify: false,
+            no_put: false,
+            no_delete: false,
+            fragment: false,
+            require_leader: true,
+        }
+    }
+}
+
 /// The `(key, range_end)` pair etcd expects for a key plus range flags. Like etcd's clientv3, an
 /// empty key with `prefix` or `from_key` becomes `"\0"` so it selects the whole keyspace.
 fn key_range(
@@ -177,6 +223,33 @@ impl DeleteOptions {
     }
 }
 
+impl WatchOptions {
+    /// The create request watching `key` with these options, starting at `start_revision`
+    /// (the caller passes `self.start_revision`, or the resume point after a failure).
+    pub fn to_create_request(&self, key: &[u8], start_revision: i64) -> pb::WatchCreateRequest {
+        use pb::watch_create_request::FilterType;
+        let (key, range_end) =
+            key_range(key, self.prefix, self.from_key, self.range_end.as_deref());
+        let mut filters = Vec::new();
+        if self.no_put {
+            filters.push(FilterType::Noput as i32);
+        }
+        if self.no_delete {
+            filters.push(FilterType::Nodelete as i32);
+        }
+        pb::WatchCreateRequest {
+            key,
+            range_end,
+            start_revision,
+            progress_notify: self.progress_notify,
+            filters,
+            prev_kv: self.prev_kv,
+            watch_id: 0,
+            fragment: self.fragment,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +319,26 @@ mod tests {
         let request = options.to_request(b"a");
         assert_eq!(request.range_end, b"z");
         assert!(request.prev_kv);
+    }
+
+    #[test]
+    fn watch_options_map_filters_and_range() {
+        let options = WatchOptions {
+            prefix: true,
+            no_put: true,
+            no_delete: true,
+            prev_kv: true,
+            ..Default::default()
+        };
+        assert!(options.require_leader, "hasleader is on by default");
+        let request = options.to_create_request(b"dir/", 42);
+        assert_eq!(
+            (request.key.as_slice(), request.range_end.as_slice()),
+            (&b"dir/"[..], &b"dir0"[..])
+        );
+        assert_eq!(request.start_revision, 42);
+        assert_eq!(request.filters, vec![0, 1]);
+        assert!(request.prev_kv && !request.progress_notify);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `bench put` and `bench range`: a load generator that speaks only the etcd v3 API, so the same
+//! `bench put` and `bench range` (and dispatch to the watch cases in [`super::bench_watch`]): a
+//! load generator that speaks only the etcd v3 API, so the same
 //! program measures etcd and Beacon.
 //!
 //! `--clients` requests are kept in flight (one task each), spread round-robin over `--conns`
@@ -20,6 +21,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
+use crate::commands::bench_watch::{self, WatchCapacityBench, WatchFanoutBench, WatchLatencyBench};
 use crate::output::{self, BenchReport, Format};
 
 /// Benchmark cases.
@@ -29,6 +31,12 @@ pub enum BenchCase {
     Put(PutBench),
     /// Ranges (gets) of one key.
     Range(RangeBench),
+    /// Watch notification latency: put sent → event received, one watcher.
+    WatchLatency(WatchLatencyBench),
+    /// Watch fan-out: put sent → event received by the last of many watchers of one key.
+    WatchFanout(WatchFanoutBench),
+    /// Watch capacity: time to create many watches over many streams, then hold them open.
+    WatchCapacity(WatchCapacityBench),
 }
 
 /// Load shape shared by every case.
@@ -158,6 +166,21 @@ pub async fn run(client: &Client, format: Format, case: BenchCase) -> anyhow::Re
             };
             let request = options.to_request(bench.key.as_bytes());
             (name.to_string(), bench.load, Workload::Range(request))
+        }
+        BenchCase::WatchLatency(bench) => {
+            let report = bench_watch::latency(client, bench).await?;
+            println!("{}", output::bench(format, &report));
+            return Ok(());
+        }
+        BenchCase::WatchFanout(bench) => {
+            let report = bench_watch::fanout(client, bench).await?;
+            println!("{}", output::bench(format, &report));
+            return Ok(());
+        }
+        BenchCase::WatchCapacity(bench) => {
+            let report = bench_watch::capacity(client, bench).await?;
+            println!("{}", output::watch_capacity(format, &report));
+            return Ok(());
         }
     };
     anyhow::ensure!(

@@ -2,10 +2,12 @@
 //! [`crate::output`]; none formats text itself.
 
 pub mod bench;
+pub mod bench_watch;
 pub mod endpoint;
 pub mod kv;
 pub mod member;
 pub mod txn;
+pub mod watch;
 
 use anyhow::Context;
 use beacon_client::{Client, ClientOptions};
@@ -34,6 +36,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Del(args) => kv::delete(&client, format, args).await,
         Command::Compact(args) => kv::compact(&client, format, args).await,
         Command::Txn(args) => txn::run(&client, format, args).await,
+        Command::Watch(args) => watch::run(&client, format, args).await,
         Command::Member { command } => member::run(&client, format, command).await,
         Command::Endpoint { command } => endpoint::run(&client, format, command).await,
         Command::Bench { case } => bench::run(&client, format, case).await,
