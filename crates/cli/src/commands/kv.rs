@@ -57,9 +57,10 @@ pub enum Order {
     Descend,
 }
 
-/// `get KEY [RANGE_END]`.
+/// The keys a command selects, with etcdctl's rules: KEY alone, KEY to RANGE_END (exclusive),
+/// `--prefix` or `--from-key`. Shared by `get`, `del` and `watch`.
 #[derive(Debug, Args)]
-pub struct GetArgs {
+pub struct KeyRangeArgs {
     /// The key (or the start of the range).
     pub key: String,
     /// Exclusive end of the range.
@@ -70,6 +71,20 @@ pub struct GetArgs {
     /// Every key greater than or equal to KEY.
     #[arg(long, conflicts_with = "range_end")]
     pub from_key: bool,
+}
+
+impl KeyRangeArgs {
+    /// The explicit range end as bytes, if one was given.
+    pub fn range_end_bytes(&self) -> Option<Vec<u8>> {
+        self.range_end.as_ref().map(|end| end.as_bytes().to_vec())
+    }
+}
+
+/// `get KEY [RANGE_END]`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub keys: KeyRangeArgs,
     /// Read at this revision (0 = latest).
     #[arg(long = "rev", default_value_t = 0)]
     pub revision: i64,
@@ -109,9 +124,9 @@ impl GetArgs {
             (None, None) => SortOrder::None,
         };
         GetOptions {
-            prefix: self.prefix,
-            from_key: self.from_key,
-            range_end: self.range_end.as_ref().map(|end| end.as_bytes().to_vec()),
+            prefix: self.keys.prefix,
+            from_key: self.keys.from_key,
+            range_end: self.keys.range_end_bytes(),
             revision: self.revision,
             limit: self.limit,
             keys_only: self.keys_only,
@@ -126,16 +141,8 @@ impl GetArgs {
 /// `del KEY [RANGE_END]`.
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// The key (or the start of the range).
-    pub key: String,
-    /// Exclusive end of the range.
-    pub range_end: Option<String>,
-    /// Every key starting with KEY.
-    #[arg(long, conflicts_with_all = ["from_key", "range_end"])]
-    pub prefix: bool,
-    /// Every key greater than or equal to KEY.
-    #[arg(long, conflicts_with = "range_end")]
-    pub from_key: bool,
+    #[command(flatten)]
+    pub keys: KeyRangeArgs,
     /// Print the deleted key-values.
     #[arg(long)]
     pub prev_kv: bool,
@@ -145,9 +152,9 @@ impl DeleteArgs {
     /// The client options these flags select.
     pub fn options(&self) -> DeleteOptions {
         DeleteOptions {
-            prefix: self.prefix,
-            from_key: self.from_key,
-            range_end: self.range_end.as_ref().map(|end| end.as_bytes().to_vec()),
+            prefix: self.keys.prefix,
+            from_key: self.keys.from_key,
+            range_end: self.keys.range_end_bytes(),
             prev_kv: self.prev_kv,
         }
     }
@@ -172,7 +179,7 @@ pub async fn put(client: &Client, format: Format, args: PutArgs) -> anyhow::Resu
 
 /// Runs `get`.
 pub async fn get(client: &Client, format: Format, args: GetArgs) -> anyhow::Result<()> {
-    let response = client.get(&args.key, args.options()).await?;
+    let response = client.get(&args.keys.key, args.options()).await?;
     println!(
         "{}",
         output::range(format, &response, args.keys_only, args.count_only)
@@ -182,7 +189,7 @@ pub async fn get(client: &Client, format: Format, args: GetArgs) -> anyhow::Resu
 
 /// Runs `del`.
 pub async fn delete(client: &Client, format: Format, args: DeleteArgs) -> anyhow::Result<()> {
-    let response = client.delete(&args.key, args.options()).await?;
+    let response = client.delete(&args.keys.key, args.options()).await?;
     println!("{}", output::delete(format, &response));
     Ok(())
 }

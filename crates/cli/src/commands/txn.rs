@@ -146,9 +146,11 @@ fn parse_op(line: &str) -> anyhow::Result<pb::RequestOp> {
             args.options()
                 .to_request(args.key.as_bytes(), args.value.as_bytes()),
         ),
-        TxnOp::Get(args) => Request::RequestRange(args.options().to_request(args.key.as_bytes())),
+        TxnOp::Get(args) => {
+            Request::RequestRange(args.options().to_request(args.keys.key.as_bytes()))
+        }
         TxnOp::Del(args) => {
-            Request::RequestDeleteRange(args.options().to_request(args.key.as_bytes()))
+            Request::RequestDeleteRange(args.options().to_request(args.keys.key.as_bytes()))
         }
     };
     Ok(pb::RequestOp {

@@ -5,21 +5,14 @@
 use beacon_client::{Client, WatchOptions};
 use clap::Args;
 
+use crate::commands::kv::KeyRangeArgs;
 use crate::output::{self, Format};
 
 /// `watch KEY [RANGE_END]`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// The key (or the start of the range).
-    pub key: String,
-    /// Exclusive end of the range.
-    pub range_end: Option<String>,
-    /// Every key starting with KEY.
-    #[arg(long, conflicts_with_all = ["from_key", "range_end"])]
-    pub prefix: bool,
-    /// Every key greater than or equal to KEY.
-    #[arg(long, conflicts_with = "range_end")]
-    pub from_key: bool,
+    #[command(flatten)]
+    pub keys: KeyRangeArgs,
     /// Start at this revision (0 = from the next write); older revisions are replayed first.
     #[arg(long = "rev", default_value_t = 0)]
     pub revision: i64,
@@ -35,9 +28,9 @@ impl WatchArgs {
     /// The client options these flags select.
     pub fn options(&self) -> WatchOptions {
         WatchOptions {
-            prefix: self.prefix,
-            from_key: self.from_key,
-            range_end: self.range_end.as_ref().map(|end| end.as_bytes().to_vec()),
+            prefix: self.keys.prefix,
+            from_key: self.keys.from_key,
+            range_end: self.keys.range_end_bytes(),
             start_revision: self.revision,
             prev_kv: self.prev_kv,
             progress_notify: self.progress_notify,
@@ -48,7 +41,7 @@ impl WatchArgs {
 
 /// Runs `watch`: never returns `Ok` on its own; it ends with Ctrl-C or an error.
 pub async fn run(client: &Client, format: Format, args: WatchArgs) -> anyhow::Result<()> {
-    let mut watcher = client.watch(&args.key, args.options()).await?;
+    let mut watcher = client.watch(&args.keys.key, args.options()).await?;
     loop {
         let batch = watcher.next().await?;
         // stdout is line-buffered, so each batch is visible to a reader as soon as it is printed.
