@@ -321,15 +321,7 @@ impl Client {
             );
             last_error = Some(error);
         }
-        let last_error = last_error.expect("the loop ran at least once: endpoints is non-empty");
-        if never_connected {
-            Err(ClientError::Unreachable {
-                endpoints: self.endpoints(),
-                last: last_error.to_string(),
-            })
-        } else {
-            Err(last_error)
-        }
+        Err(self.every_endpoint_failed(last_error, never_connected))
     }
 }
 
@@ -417,5 +409,25 @@ mod tests {
         assert!(read_may_retry(&status(tonic::Code::Unavailable)));
         assert!(!read_may_retry(&status(tonic::Code::OutOfRange)));
         assert!(!read_may_retry(&status(tonic::Code::InvalidArgument)));
+    }
+}
+
+impl Client {
+    /// The error once every endpoint was tried: `Unreachable` when none could even be connected
+    /// to (the cluster is down or the endpoints are wrong), else the last endpoint's error.
+    pub(crate) fn every_endpoint_failed(
+        &self,
+        last_error: Option<ClientError>,
+        never_connected: bool,
+    ) -> ClientError {
+        let last_error = last_error.expect("the loop ran at least once: endpoints is non-empty");
+        if never_connected {
+            ClientError::Unreachable {
+                endpoints: self.endpoints(),
+                last: last_error.to_string(),
+            }
+        } else {
+            last_error
+        }
     }
 }

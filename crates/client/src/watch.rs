@@ -168,15 +168,7 @@ impl Client {
                 }
             }
         }
-        let last_error = last_error.expect("the loop ran at least once: endpoints is non-empty");
-        if never_connected {
-            Err(ClientError::Unreachable {
-                endpoints: self.endpoints(),
-                last: last_error.to_string(),
-            })
-        } else {
-            Err(last_error)
-        }
+        Err(self.every_endpoint_failed(last_error, never_connected))
     }
 }
 
