@@ -363,6 +363,26 @@ pub fn txn_is_read_only(request: &pb::TxnRequest) -> bool {
         })
 }
 
+impl Client {
+    /// The error once every endpoint was tried: `Unreachable` when none could even be connected
+    /// to (the cluster is down or the endpoints are wrong), else the last endpoint's error.
+    pub(crate) fn every_endpoint_failed(
+        &self,
+        last_error: Option<ClientError>,
+        never_connected: bool,
+    ) -> ClientError {
+        let last_error = last_error.expect("the loop ran at least once: endpoints is non-empty");
+        if never_connected {
+            ClientError::Unreachable {
+                endpoints: self.endpoints(),
+                last: last_error.to_string(),
+            }
+        } else {
+            last_error
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,25 +429,5 @@ mod tests {
         assert!(read_may_retry(&status(tonic::Code::Unavailable)));
         assert!(!read_may_retry(&status(tonic::Code::OutOfRange)));
         assert!(!read_may_retry(&status(tonic::Code::InvalidArgument)));
-    }
-}
-
-impl Client {
-    /// The error once every endpoint was tried: `Unreachable` when none could even be connected
-    /// to (the cluster is down or the endpoints are wrong), else the last endpoint's error.
-    pub(crate) fn every_endpoint_failed(
-        &self,
-        last_error: Option<ClientError>,
-        never_connected: bool,
-    ) -> ClientError {
-        let last_error = last_error.expect("the loop ran at least once: endpoints is non-empty");
-        if never_connected {
-            ClientError::Unreachable {
-                endpoints: self.endpoints(),
-                last: last_error.to_string(),
-            }
-        } else {
-            last_error
-        }
     }
 }
