@@ -81,7 +81,7 @@ build() {
   if $etcd_only; then
     cargo build --quiet -p beacon-cli --bins
   else
-    cargo build --quiet --bins
+    cargo build --quiet -p beacon-server -p beacon-cli --bins
   fi
 }
 

@@ -21,7 +21,7 @@ start() {
   local cluster="${1:-local-3}"
   [ -d "cluster-config/$cluster" ] || { echo "no such cluster config: cluster-config/$cluster" >&2; exit 2; }
   scripts/install-deps.sh
-  cargo build --bins --quiet
+  cargo build --quiet -p beacon-server -p beacon-cli --bins
   mkdir -p "$state_dir"
   echo "$cluster" > "$state_dir/cluster"
   for config in "cluster-config/$cluster"/node*.toml; do

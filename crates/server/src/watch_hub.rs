@@ -16,6 +16,7 @@
 //! read under the same lock, so every event up to that revision is ahead of the marker.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use beacon_mvcc::KeyRange;
@@ -143,6 +144,51 @@ pub struct Target {
     pub generation: u32,
 }
 
+/// The watchers of one key. Most keys have one: kept inline, without a heap allocation
+/// (memory per watch is a target: 100,000 watches must stay under 500 bytes each).
+#[derive(Debug)]
+enum KeyWatchers {
+    One(Target),
+    Many(Vec<Target>),
+}
+
+impl KeyWatchers {
+    fn push(&mut self, target: Target) {
+        match self {
+            KeyWatchers::One(first) => *self = KeyWatchers::Many(vec![*first, target]),
+            KeyWatchers::Many(targets) => targets.push(target),
+        }
+    }
+
+    /// Removes `target`; true when no watcher is left.
+    fn remove(&mut self, target: Target) -> bool {
+        match self {
+            KeyWatchers::One(only) => *only == target,
+            KeyWatchers::Many(targets) => {
+                if let Some(position) = targets.iter().position(|t| *t == target) {
+                    targets.swap_remove(position);
+                }
+                targets.is_empty()
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Target> + '_ {
+        let targets: &[Target] = match self {
+            KeyWatchers::One(only) => std::slice::from_ref(only),
+            KeyWatchers::Many(targets) => targets,
+        };
+        targets.iter().copied()
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            KeyWatchers::One(_) => 1,
+            KeyWatchers::Many(targets) => targets.len(),
+        }
+    }
+}
+
 /// The member-wide watch index; see the module docs.
 #[derive(Debug)]
 pub struct WatchHub {
@@ -156,7 +202,11 @@ pub struct HubIndex {
     compact_revision: i64,
     streams: Vec<Option<Arc<StreamInbox>>>,
     free_streams: Vec<u32>,
-    by_key: HashMap<Vec<u8>, Vec<Target>>,
+    /// Single-key watchers by a hash of their key. The key itself is not stored here (the
+    /// stream's watcher has it): a hash collision only causes a delivery the stream filters out
+    /// (`Watcher::wants` checks the range), and saves a key copy per watched key.
+    by_key: HashMap<u64, KeyWatchers>,
+    key_hasher: RandomState,
     ranges: HashMap<Target, KeyRange>,
 }
 
@@ -170,6 +220,7 @@ impl WatchHub {
                 streams: Vec::new(),
                 free_streams: Vec::new(),
                 by_key: HashMap::new(),
+                key_hasher: RandomState::new(),
                 ranges: HashMap::new(),
             }),
         })
@@ -230,7 +281,7 @@ impl WatchHub {
     /// Approximate count of synced watchers (tests and metrics).
     pub fn synced_watchers(&self) -> usize {
         let index = self.lock();
-        index.by_key.values().map(Vec::len).sum::<usize>() + index.ranges.len()
+        index.by_key.values().map(KeyWatchers::len).sum::<usize>() + index.ranges.len()
     }
 }
 
@@ -244,7 +295,15 @@ impl HubIndex {
     /// Adds a synced watcher: it gets every event applied after [`HubIndex::revision`].
     pub fn insert(&mut self, target: Target, range: &KeyRange) {
         match range {
-            KeyRange::Single(key) => self.by_key.entry(key.clone()).or_default().push(target),
+            KeyRange::Single(key) => {
+                let hash = self.key_hasher.hash_one(key);
+                match self.by_key.get_mut(&hash) {
+                    Some(watchers) => watchers.push(target),
+                    None => {
+                        self.by_key.insert(hash, KeyWatchers::One(target));
+                    }
+                }
+            }
             _ => {
                 self.ranges.insert(target, range.clone());
             }
@@ -254,18 +313,17 @@ impl HubIndex {
     /// Removes a watcher if it is indexed (a lagged one already is not).
     pub fn remove(&mut self, target: Target, range: &KeyRange) {
         match range {
-            KeyRange::Single(key) => {
-                if let Some(list) = self.by_key.get_mut(key) {
-                    if let Some(position) = list.iter().position(|t| *t == target) {
-                        list.swap_remove(position);
-                    }
-                    if list.is_empty() {
-                        self.by_key.remove(key);
-                    }
-                }
-            }
+            KeyRange::Single(key) => self.remove_single(self.key_hasher.hash_one(key), target),
             _ => {
                 self.ranges.remove(&target);
+            }
+        }
+    }
+
+    fn remove_single(&mut self, hash: u64, target: Target) {
+        if let Some(watchers) = self.by_key.get_mut(&hash) {
+            if watchers.remove(target) {
+                self.by_key.remove(&hash);
             }
         }
     }
@@ -292,8 +350,7 @@ impl HubIndex {
         let targets: Vec<Target> = self
             .by_key
             .values()
-            .flatten()
-            .copied()
+            .flat_map(KeyWatchers::iter)
             .chain(self.ranges.keys().copied())
             .collect();
         self.by_key.clear();
@@ -316,8 +373,8 @@ impl HubIndex {
             let Some(key) = event.kv.as_ref().map(|kv| kv.key.as_slice()) else {
                 continue;
             };
-            if let Some(list) = self.by_key.get(key) {
-                matched.extend(list.iter().map(|target| (*target, Some(position))));
+            if let Some(watchers) = self.by_key.get(&self.key_hasher.hash_one(key)) {
+                matched.extend(watchers.iter().map(|target| (target, Some(position))));
             }
             matched.extend(
                 self.ranges
@@ -369,14 +426,7 @@ impl HubIndex {
                         .as_ref()
                         .map(|kv| kv.key.as_slice())
                         .unwrap_or_default();
-                    if let Some(list) = self.by_key.get_mut(key) {
-                        if let Some(index) = list.iter().position(|t| *t == target) {
-                            list.swap_remove(index);
-                        }
-                        if list.is_empty() {
-                            self.by_key.remove(key);
-                        }
-                    }
+                    self.remove_single(self.key_hasher.hash_one(key), target);
                 }
                 None => {
                     self.ranges.remove(&target);
