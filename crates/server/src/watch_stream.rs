@@ -470,10 +470,10 @@ impl WatchStream {
                     return;
                 };
                 if watcher.has(SYNCED) {
-                    tracing::info!(
+                    tracing::debug!(
                         watch_id = watcher.watch_id,
                         from_revision,
-                        "TEMPLAG watch lagged; catching up from storage"
+                        "watch lagged; catching up from storage"
                     );
                     watcher.flags &= !SYNCED;
                     watcher.next_revision = watcher.next_revision.max(from_revision);
