@@ -13,3 +13,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+# The CI tier of the fault-injection suite (network namespaces: needs root, as CI has).
+if [ "$(id -u)" -eq 0 ]; then
+  echo "== jepsen-tests CI tier"; scripts/jepsen-ci.sh
+else
+  echo "== jepsen-tests CI tier skipped: needs root (run sudo -E scripts/jepsen-ci.sh)" >&2
+fi

@@ -1,0 +1,128 @@
+//! Workloads: what the clients do and which checkers judge it. Each logical client is a loop
+//! with one outstanding op, bound to one node; an op it cannot resolve (timeout, ambiguous error)
+//! is recorded as `info` and the client continues under a new process id, as Jepsen does. Writes
+//! are never retried.
+//!
+//! - `register`: reads, unique puts and CAS txns on a rotating key (≤ [`register::OPS_PER_KEY`]
+//!   ops a key), judged per key by Wing–Gong–Lowe plus the global revision checks.
+//! - `set`: create-only puts of unique elements and whole-set reads; final reads on every node.
+//! - `lease`: not built until beacond has leases; [`lease`] holds its plan.
+
+pub mod lease;
+pub mod register;
+pub mod set;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::checker::CheckReport;
+use crate::client::NodeClient;
+use crate::history::{CompleteOp, History, OpType};
+
+/// Which workload to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    Register,
+    Set,
+    /// Needs leases in beacond (not yet there): refused at start.
+    Lease,
+}
+
+/// A workload's shared state.
+#[derive(Debug)]
+pub enum Workload {
+    Register(register::Register),
+    Set(set::Set),
+}
+
+impl Workload {
+    pub fn new(kind: WorkloadKind) -> anyhow::Result<Self> {
+        match kind {
+            WorkloadKind::Register => Ok(Workload::Register(register::Register::default())),
+            WorkloadKind::Set => Ok(Workload::Set(set::Set::default())),
+            WorkloadKind::Lease => anyhow::bail!(lease::NOT_YET),
+        }
+    }
+
+    /// Runs one op (invoke + completion recorded) and returns its outcome.
+    pub async fn step(
+        &self,
+        client: &NodeClient,
+        process: u64,
+        rng: &mut StdRng,
+        history: &History,
+    ) -> OpType {
+        match self {
+            Workload::Register(register) => register.step(client, process, rng, history).await,
+            Workload::Set(set) => set.step(client, process, history).await,
+        }
+    }
+
+    /// After the heal: reads on every node, recorded in the history (processes from `first_process`).
+    pub async fn final_reads(&self, clients: &[NodeClient], first_process: u64, history: &History) {
+        match self {
+            Workload::Register(register) => {
+                register.final_reads(clients, first_process, history).await
+            }
+            Workload::Set(set) => set.final_reads(clients, first_process, history).await,
+        }
+    }
+
+    /// Judges the history; reads invoked at or after `final_from` are the final reads.
+    pub fn check(&self, ops: &[CompleteOp], final_from: u64) -> Vec<CheckReport> {
+        match self {
+            Workload::Register(_) => vec![crate::checker::register::check(ops)],
+            Workload::Set(_) => vec![crate::checker::set::check(ops, final_from)],
+        }
+    }
+}
+
+/// How one logical client runs.
+#[derive(Debug, Clone)]
+pub struct ClientPlan {
+    /// Its first process id; after every `info` it continues as `process + stride`.
+    pub first_process: u64,
+    pub stride: u64,
+    /// Mean pause between ops (uniform in 0..2×).
+    pub mean_gap: Duration,
+    pub seed: u64,
+}
+
+/// Drives one logical client until `stop`: one op at a time, a new process id after every `info`.
+pub async fn client_loop(
+    workload: Arc<Workload>,
+    client: NodeClient,
+    plan: ClientPlan,
+    history: History,
+    stop: Arc<AtomicBool>,
+) {
+    let ClientPlan {
+        first_process,
+        stride,
+        mean_gap,
+        seed,
+    } = plan;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut process = first_process;
+    while !stop.load(Ordering::Relaxed) {
+        let gap = mean_gap.mul_f64(rng.gen_range(0.0..2.0));
+        tokio::time::sleep(gap).await;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match workload.step(&client, process, &mut rng, &history).await {
+            OpType::Info => {
+                process += stride;
+                // A node that refuses connections answers at once; do not spin on it.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            OpType::Fail => tokio::time::sleep(Duration::from_millis(50)).await,
+            OpType::Ok | OpType::Invoke => {}
+        }
+    }
+}
