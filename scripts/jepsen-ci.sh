@@ -47,6 +47,7 @@ scenario "set + kill" 0 --beacond "$beacond" --workload set --nemesis kill --int
 scenario "register + pause" 0 --beacond "$beacond" --workload register --nemesis pause --interval 8
 scenario "set + partition, loss" 0 --beacond "$beacond" --workload set --nemesis partition,loss --interval 8
 scenario "register + kill, clock" 0 --beacond "$beacond" --workload register --nemesis kill,clock --interval 8
+scenario "watch + partition, kill" 0 --beacond "$beacond" --workload watch --nemesis partition,kill --interval 8
 # Negative control: stale "linearizable" reads from a partitioned or lagging node must be caught.
 scenario "broken build + partition" 1 --beacond "$broken" --workload register --nemesis partition --interval 5
 

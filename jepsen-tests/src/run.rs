@@ -204,6 +204,15 @@ pub async fn run(options: RunOptions, slot: ClusterSlot) -> anyhow::Result<(Verd
     let stop = Arc::new(AtomicBool::new(false));
     let op_clients = cluster::clients(&addresses, options.deadline)?;
     let mean_gap = Duration::from_secs_f64(options.concurrency as f64 / options.rate.max(0.1));
+    // Background tasks (watchers and compactor of the watch workload): one watcher per node.
+    workload.start(
+        &addresses,
+        options.nodes,
+        seed,
+        options.deadline,
+        stop.clone(),
+        &history,
+    )?;
     let mut client_tasks = Vec::new();
     for index in 0..options.concurrency {
         client_tasks.push(tokio::spawn(client_loop(
@@ -272,6 +281,7 @@ pub async fn run(options: RunOptions, slot: ClusterSlot) -> anyhow::Result<(Verd
     let ops = history.snapshot();
     write_jsonl(&run_dir.join("history.jsonl"), &ops)?;
     write_jsonl(&run_dir.join("nemesis.jsonl"), &faults)?;
+    workload.write_files(&run_dir)?;
     let complete = complete_ops(&ops)?;
     let mut counts = OpCounts::default();
     for op in &complete {

@@ -117,15 +117,19 @@ impl KeyHistory {
         })
     }
 
-    /// Drop every revision that no read at or after `at` can need (etcd's `keyIndex.compact`):
-    /// in the generation live at `at`, everything older than its newest revision `<= at`; all
-    /// earlier generations; and that newest revision too when it is a tombstone.
+    /// Drop every revision that no read or watch at or after `at` can need (etcd's
+    /// `keyIndex.compact`): in the generation live at `at`, everything older than its newest
+    /// revision `<= at`; all earlier generations; and that newest revision too when it is a
+    /// tombstone older than `at` (a tombstone exactly at `at` stays for watches starting there).
     fn compact(&mut self, at: i64) {
         let last = self.generations.len() - 1;
         let mut index = 0;
         while index < last {
             let tomb = self.generations[index].revisions.last().map(|r| r.main);
-            if tomb.is_some_and(|tomb| tomb > at) {
+            // A generation deleted exactly at `at` keeps its tombstone: a watch that starts at
+            // the compaction revision must still see that delete (etcd #18089, fixed in etcd
+            // by keeping the same revision; found here by the Jepsen watch checker).
+            if tomb.is_some_and(|tomb| tomb >= at) {
                 break;
             }
             index += 1;
@@ -135,8 +139,10 @@ impl KeyHistory {
             if let Some(keep) = generation.revisions.iter().rposition(|r| r.main <= at) {
                 generation.revisions.drain(..keep);
             }
-            // A closed generation reduced to one revision holds only its tombstone.
-            if generation.revisions.len() == 1 && index != last {
+            // A closed generation reduced to one revision holds only its tombstone, which
+            // only a watch from the compaction revision itself still needs.
+            if generation.revisions.len() == 1 && index != last && generation.revisions[0].main < at
+            {
                 index += 1;
             }
         }
@@ -223,6 +229,23 @@ impl KeyIndex {
             KeyHistory {
                 modified,
                 generations: vec![generation],
+            },
+        );
+    }
+
+    /// Start a key's index from a lone tombstone: the record a compaction at exactly its
+    /// revision kept (see `KeyHistory::compact`); everything before it is gone.
+    pub(crate) fn restore_tombstone(&mut self, key: &[u8], revision: Revision) {
+        let deleted = Generation {
+            version: 0,
+            created: revision,
+            revisions: vec![revision],
+        };
+        self.keys.insert(
+            key.to_vec(),
+            KeyHistory {
+                modified: revision,
+                generations: vec![deleted, Generation::default()],
             },
         );
     }
@@ -321,7 +344,8 @@ mod tests {
             (3, &[], &[2, 4, 6, 8, 10], true),
             (4, &[2], &[4, 6, 8, 10], true),
             (5, &[2], &[4, 6, 8, 10], true),
-            (6, &[2, 4, 6], &[8, 10], true),
+            // The tombstone at exactly the compaction revision stays (etcd #18089).
+            (6, &[2, 4], &[6, 8, 10], true),
             (7, &[2, 4, 6], &[8, 10], true),
             (9, &[2, 4, 6], &[8, 10], true),
             (10, &[2, 4, 6, 8], &[10], true),
@@ -343,12 +367,18 @@ mod tests {
     }
 
     #[test]
-    fn compaction_at_or_after_a_final_delete_drops_the_key() {
+    fn compaction_keeps_a_tombstone_at_the_compaction_revision_etcd_18089() {
         let mut index = KeyIndex::default();
         index.put(b"k", rev(2));
         index.tombstone(b"k", rev(3));
+        // Compacting at the delete keeps the tombstone (a watch from 3 must see the delete)...
         let removed: Vec<i64> = index.compact(3).iter().map(|r| r.main).collect();
-        assert_eq!(removed, vec![2, 3]);
+        assert_eq!(removed, vec![2]);
+        assert!(index.contains(b"k"));
+        assert_eq!(index.get(b"k", 3), None, "deleted at 3");
+        // ...and a later compaction drops it with the key.
+        let removed: Vec<i64> = index.compact(4).iter().map(|r| r.main).collect();
+        assert_eq!(removed, vec![3]);
         assert!(!index.contains(b"k"));
 
         let mut index = KeyIndex::default();

@@ -54,8 +54,8 @@ impl KvStore {
     }
 
     /// Rebuild the index at startup from every persisted record, in revision order, plus the
-    /// persisted meta (etcd's `restore`). Records out of order or tombstones of unknown keys are
-    /// skipped rather than trusted. The current revision is never below the newest record.
+    /// persisted meta (etcd's `restore`). A tombstone without earlier records is the one a
+    /// compaction at its revision kept. The current revision is never below the newest record.
     pub fn restore(
         records: impl IntoIterator<Item = (Revision, mvccpb::KeyValue)>,
         current_revision: i64,
@@ -66,7 +66,10 @@ impl KvStore {
         for (revision, kv) in records {
             newest = newest.max(revision.main);
             if kv.version == 0 {
-                store.index.tombstone(&kv.key, revision);
+                if !store.index.tombstone(&kv.key, revision) {
+                    // A tombstone kept by a compaction at its revision, without its history.
+                    store.index.restore_tombstone(&kv.key, revision);
+                }
             } else if store.index.contains(&kv.key) {
                 store.index.put(&kv.key, revision);
             } else {

@@ -348,6 +348,54 @@ async fn a_watch_on_a_follower_survives_a_leader_change_without_gaps() {
     assert_eq!(events.iter().map(revision).collect::<Vec<_>>(), written);
 }
 
+/// Regression (found by the Jepsen watch checker; etcd #18089): compacting at the revision of a
+/// delete must not hide that delete from a watch starting at the compaction revision, also after
+/// the member restarts (the kept tombstone is rebuilt from storage).
+#[tokio::test]
+async fn a_delete_at_the_compaction_revision_still_reaches_a_watch_from_there() {
+    let mut cluster = TestCluster::start(3);
+    let (leader, follower) = leader_and_follower(&cluster).await;
+    cluster.put(leader, "gone", "v").await;
+    let mut kv = cluster.kv(leader).await;
+    let deleted = kv
+        .delete_range(DeleteRangeRequest {
+            key: b"gone".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete")
+        .into_inner()
+        .header
+        .expect("header")
+        .revision;
+    cluster.put(leader, "other", "x").await;
+    kv.compact(CompactionRequest {
+        revision: deleted,
+        physical: false,
+    })
+    .await
+    .expect("compact");
+    for restart in [false, true] {
+        if restart {
+            cluster.stop(follower);
+            cluster.start_node(follower);
+            cluster.wait_for_leader().await;
+        }
+        let mut session = Session::open(&cluster, follower).await;
+        let id = session
+            .create(WatchCreateRequest {
+                key: b"gone".to_vec(),
+                start_revision: deleted,
+                ..Default::default()
+            })
+            .await;
+        let events = session.events_until(id, deleted).await;
+        assert_eq!(events.len(), 1, "restart {restart}: {events:?}");
+        assert_eq!(events[0].r#type, 1, "a DELETE event");
+        assert_eq!(revision(&events[0]), deleted);
+    }
+}
+
 #[tokio::test]
 async fn a_watch_resumes_on_another_member_after_its_member_is_killed() {
     let mut cluster = TestCluster::start(3);

@@ -1,5 +1,5 @@
 //! Checkers: pure functions from a recorded history to a [`CheckReport`]. Each workload has one
-//! (`register`, `set`); `convergence` compares the nodes' final states; `linearizable` is the
+//! (`register`, `set`, `watch`); `convergence` compares the nodes' final states; `linearizable` is the
 //! Wing–Gong–Lowe search the register checker runs per key. None of them touch the network, so
 //! they are tested with crafted histories (the negative controls live beside each checker).
 
@@ -7,6 +7,7 @@ pub mod convergence;
 pub mod linearizable;
 pub mod register;
 pub mod set;
+pub mod watch;
 
 use serde::Serialize;
 

@@ -6,11 +6,15 @@
 //! - `register`: reads, unique puts and CAS txns on a rotating key (≤ [`register::OPS_PER_KEY`]
 //!   ops a key), judged per key by Wing–Gong–Lowe plus the global revision checks.
 //! - `set`: create-only puts of unique elements and whole-set reads; final reads on every node.
+//! - `watch`: puts, deletes and multi-key txns on `jepsen/w/` while watchers start at recent
+//!   revisions, cancel and resume across nodes, with compaction running; judged by the nine
+//!   watch checks against a ground-truth watch from revision 1 ([`watch`]).
 //! - `lease`: not built until beacond has leases; [`lease`] holds its plan.
 
 pub mod lease;
 pub mod register;
 pub mod set;
+pub mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,6 +33,7 @@ use crate::history::{CompleteOp, History, OpType};
 pub enum WorkloadKind {
     Register,
     Set,
+    Watch,
     /// Needs leases in beacond (not yet there): refused at start.
     Lease,
 }
@@ -38,6 +43,7 @@ pub enum WorkloadKind {
 pub enum Workload {
     Register(register::Register),
     Set(set::Set),
+    Watch(watch::Watch),
 }
 
 impl Workload {
@@ -45,6 +51,7 @@ impl Workload {
         match kind {
             WorkloadKind::Register => Ok(Workload::Register(register::Register::default())),
             WorkloadKind::Set => Ok(Workload::Set(set::Set::default())),
+            WorkloadKind::Watch => Ok(Workload::Watch(watch::Watch::default())),
             WorkloadKind::Lease => anyhow::bail!(lease::NOT_YET),
         }
     }
@@ -60,6 +67,7 @@ impl Workload {
         match self {
             Workload::Register(register) => register.step(client, process, rng, history).await,
             Workload::Set(set) => set.step(client, process, history).await,
+            Workload::Watch(watch) => watch.step(client, process, rng, history).await,
         }
     }
 
@@ -70,6 +78,7 @@ impl Workload {
                 register.final_reads(clients, first_process, history).await
             }
             Workload::Set(set) => set.final_reads(clients, first_process, history).await,
+            Workload::Watch(watch) => watch.final_reads(clients, first_process, history).await,
         }
     }
 
@@ -78,6 +87,36 @@ impl Workload {
         match self {
             Workload::Register(_) => vec![crate::checker::register::check(ops)],
             Workload::Set(_) => vec![crate::checker::set::check(ops, final_from)],
+            Workload::Watch(watch) => vec![crate::checker::watch::check(&watch.entries())],
+        }
+    }
+
+    /// Starts the workload's background tasks (the watch workload's watchers and compactor):
+    /// `watchers` checked watchers; they stop with `stop`.
+    pub fn start(
+        &self,
+        addresses: &[String],
+        watchers: usize,
+        seed: u64,
+        deadline: Duration,
+        stop: Arc<AtomicBool>,
+        history: &History,
+    ) -> anyhow::Result<()> {
+        match self {
+            Workload::Watch(watch) => {
+                watch.start(addresses, watchers, seed, deadline, stop, history)
+            }
+            Workload::Register(_) | Workload::Set(_) => Ok(()),
+        }
+    }
+
+    /// Writes the workload's own records into the run directory (`watch.jsonl`).
+    pub fn write_files(&self, run_dir: &std::path::Path) -> anyhow::Result<()> {
+        match self {
+            Workload::Watch(watch) => {
+                crate::history::write_jsonl(&run_dir.join("watch.jsonl"), &watch.entries())
+            }
+            Workload::Register(_) | Workload::Set(_) => Ok(()),
         }
     }
 }

@@ -77,12 +77,14 @@ fn reads_below_fail_and_surviving_state_is_unchanged() {
 #[test]
 fn delete_record_mutations_remove_exactly_the_unreachable_records() {
     // (compact at, record mains left afterwards)
-    let cases: [(i64, &[i64]); 6] = [
+    let cases: [(i64, &[i64]); 8] = [
         (2, &[2, 3, 4, 5, 6, 7, 8, 9]),
         (3, &[3, 4, 5, 6, 7, 8, 9]),
-        (4, &[5, 6, 7, 8, 9]), // a's deleted generation goes, tombstone included
+        (4, &[4, 5, 6, 7, 8, 9]), // a's tombstone at the compaction revision stays (etcd #18089)
+        (5, &[5, 6, 7, 8, 9]),    // ...and goes with the next compaction
         (6, &[5, 6, 7, 8, 9]),
-        (7, &[5, 8, 9]), // b is gone entirely
+        (7, &[5, 7, 8, 9]), // b's tombstone at 7 stays
+        (8, &[5, 8, 9]),    // b is gone entirely
         (9, &[5, 9]),
     ];
     for (at, left) in cases {
