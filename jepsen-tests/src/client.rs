@@ -21,6 +21,21 @@ pub enum CallError {
     Status(tonic::Code, String),
 }
 
+impl CallError {
+    /// Whether a failed write certainly did not take effect: a request refused by validation, or
+    /// one that could not even connect. Everything else (timeouts, broken connections) may have
+    /// been applied and must be recorded as `info`.
+    pub fn write_certainly_failed(&self) -> bool {
+        match self {
+            CallError::Timeout => false,
+            CallError::Status(code, message) => {
+                *code == tonic::Code::InvalidArgument
+                    || (*code == tonic::Code::Unavailable && message.contains("Connection refused"))
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

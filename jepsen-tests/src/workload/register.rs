@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use crate::client::{value_equals, CallError, NodeClient};
+use crate::client::{value_equals, NodeClient};
 use crate::history::{Function, History, Op, OpType};
 
 /// Ops per key before the clients move on (≤ 200, TESTING.md).
@@ -32,18 +32,6 @@ fn key_name(index: u64) -> String {
 
 fn parse(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
-}
-
-/// Whether a failed write certainly did not take effect. Only errors raised before the request
-/// can reach a server count; everything else may have been applied.
-fn write_definitely_failed(error: &CallError) -> bool {
-    match error {
-        CallError::Timeout => false,
-        CallError::Status(code, message) => {
-            *code == tonic::Code::InvalidArgument
-                || (*code == tonic::Code::Unavailable && message.contains("Connection refused"))
-        }
-    }
 }
 
 impl Register {
@@ -94,7 +82,7 @@ impl Register {
                     self.remember(key_index, Some(value));
                 }
                 Err(error) => {
-                    done.op_type = if write_definitely_failed(&error) {
+                    done.op_type = if error.write_certainly_failed() {
                         OpType::Fail
                     } else {
                         OpType::Info
@@ -124,7 +112,7 @@ impl Register {
                     }
                 }
                 Err(error) => {
-                    done.op_type = if write_definitely_failed(&error) {
+                    done.op_type = if error.write_certainly_failed() {
                         OpType::Fail
                     } else {
                         OpType::Info

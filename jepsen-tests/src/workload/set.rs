@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::client::{absent, prefix_end, CallError, NodeClient};
+use crate::client::{absent, prefix_end, NodeClient};
 use crate::history::{Function, History, Op, OpType};
 
 const PREFIX: &str = "jepsen/s/";
@@ -39,13 +39,10 @@ impl Set {
                 done.error = Some("element already present".to_string());
             }
             Err(error) => {
-                done.op_type = match &error {
-                    CallError::Status(tonic::Code::Unavailable, message)
-                        if message.contains("Connection refused") =>
-                    {
-                        OpType::Fail
-                    }
-                    _ => OpType::Info,
+                done.op_type = if error.write_certainly_failed() {
+                    OpType::Fail
+                } else {
+                    OpType::Info
                 };
                 done.error = Some(error.to_string());
             }

@@ -596,13 +596,10 @@ impl Watch {
                 recorder.record(entry);
             }
             Err(error) => {
-                done.op_type = match &error {
-                    CallError::Status(tonic::Code::Unavailable, message)
-                        if message.contains("Connection refused") =>
-                    {
-                        OpType::Fail
-                    }
-                    _ => OpType::Info,
+                done.op_type = if error.write_certainly_failed() {
+                    OpType::Fail
+                } else {
+                    OpType::Info
                 };
                 done.error = Some(error.to_string());
             }
