@@ -75,6 +75,17 @@ pub struct Op {
 }
 
 impl Op {
+    /// Completes a write that ended in `error`: `fail` only when it certainly did not take
+    /// effect, `info` (outcome unknown) otherwise.
+    pub fn write_failed(&mut self, error: &crate::client::CallError) {
+        self.op_type = if error.write_certainly_failed() {
+            OpType::Fail
+        } else {
+            OpType::Info
+        };
+        self.error = Some(error.to_string());
+    }
+
     /// An invocation with no result fields yet.
     pub fn invoke(process: u64, f: Function, node: usize, key: Option<String>) -> Self {
         Op {

@@ -18,6 +18,16 @@ fn sample(elements: &BTreeSet<u64>) -> String {
 }
 
 /// Checks a set history. Reads invoked at or after `final_from` (ns) are the final reads.
+/// The elements a whole-set read returned.
+fn read_values(read: &CompleteOp) -> BTreeSet<u64> {
+    read.completion
+        .values
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
 pub fn check(ops: &[CompleteOp], final_from: u64) -> CheckReport {
     let mut report = CheckReport::new("set");
     let adds: Vec<&CompleteOp> = ops
@@ -52,13 +62,7 @@ pub fn check(ops: &[CompleteOp], final_from: u64) -> CheckReport {
     seen_by_time.sort_by_key(|(time, _)| *time);
     let mut stale_reads = 0usize;
     for read in &run_reads {
-        let got: BTreeSet<u64> = read
-            .completion
-            .values
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let got = read_values(read);
         let must: BTreeSet<u64> = acked_by_time
             .iter()
             .take_while(|(time, _)| *time < read.invoke.time)
@@ -100,13 +104,7 @@ pub fn check(ops: &[CompleteOp], final_from: u64) -> CheckReport {
     let mut recovered = 0usize;
     let mut first_final: Option<(usize, BTreeSet<u64>)> = None;
     for read in &final_reads {
-        let got: BTreeSet<u64> = read
-            .completion
-            .values
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let got = read_values(read);
         let lost: BTreeSet<u64> = acknowledged.difference(&got).copied().collect();
         if !lost.is_empty() {
             report.anomaly(format!(

@@ -81,14 +81,7 @@ impl Register {
                     done.revision = Some(revision);
                     self.remember(key_index, Some(value));
                 }
-                Err(error) => {
-                    done.op_type = if error.write_certainly_failed() {
-                        OpType::Fail
-                    } else {
-                        OpType::Info
-                    };
-                    done.error = Some(error.to_string());
-                }
+                Err(error) => done.write_failed(&error),
             }
             history.record(done).op_type
         } else {
@@ -111,14 +104,7 @@ impl Register {
                         self.remember(key_index, Some(value));
                     }
                 }
-                Err(error) => {
-                    done.op_type = if error.write_certainly_failed() {
-                        OpType::Fail
-                    } else {
-                        OpType::Info
-                    };
-                    done.error = Some(error.to_string());
-                }
+                Err(error) => done.write_failed(&error),
             }
             history.record(done).op_type
         }

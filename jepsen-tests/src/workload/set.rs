@@ -38,14 +38,7 @@ impl Set {
                 done.revision = Some(revision);
                 done.error = Some("element already present".to_string());
             }
-            Err(error) => {
-                done.op_type = if error.write_certainly_failed() {
-                    OpType::Fail
-                } else {
-                    OpType::Info
-                };
-                done.error = Some(error.to_string());
-            }
+            Err(error) => done.write_failed(&error),
         }
         history.record(done).op_type
     }

@@ -595,14 +595,7 @@ impl Watch {
                 };
                 recorder.record(entry);
             }
-            Err(error) => {
-                done.op_type = if error.write_certainly_failed() {
-                    OpType::Fail
-                } else {
-                    OpType::Info
-                };
-                done.error = Some(error.to_string());
-            }
+            Err(error) => done.write_failed(&error),
         }
         history.record(done).op_type
     }
