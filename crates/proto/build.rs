@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/etcdserverpb/rpc.proto",
         "beacon/v1/peer.proto",
         "beacon/v1/command.proto",
+        "beacon/v1/catalog.proto",
     ]
     .map(|file| root.join(file));
     for file in &files {
