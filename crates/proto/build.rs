@@ -20,6 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[derive(serde::Serialize, serde::Deserialize)]",
         )
         .type_attribute(".mvccpb", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .type_attribute(
+            ".beacon.v1.LeaseExpiry",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
         .compile_protos(&files, &[root])?;
     Ok(())
 }

@@ -32,6 +32,12 @@ pub enum MvccError {
     /// A put attaches a lease that does not exist.
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// A lease grant names an id that is already granted.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// A lease grant asks for more than etcd's maximum TTL.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     /// Reading a persisted record failed, or a record the index refers to is missing.
     #[error("storage error: {0}")]
     Storage(String),

@@ -10,7 +10,7 @@
 //! Code map: `revision` (the [`Revision`] type), `key_range` (etcd's `range_end` rules),
 //! `key_index` (per-key generations of revisions), `store` (the [`KvStore`] and compaction),
 //! `range` (reads), `history` (records replayed as watch events), `write` (one write request's changes, undoable), `compare` and `txn`
-//! (transactions), `validate` (pre-proposal checks), `records`, `lease`, `request`, `error`.
+//! (transactions), `validate` (pre-proposal checks), `records`, `lease` (the lease table and [`apply`], the entry point for every replicated write), `request`, `error`.
 
 pub use beacon_proto::{etcdserverpb as pb, mvccpb};
 
@@ -34,7 +34,9 @@ mod tests;
 
 pub use error::MvccError;
 pub use key_range::KeyRange;
-pub use lease::{LeaseRegistry, NoLeases};
+pub use lease::{
+    apply, LeaseChange, LeaseExpiry, LeaseRecord, LeaseRegistry, LeaseTable, NoLeases, MAX_LEASE_TTL,
+};
 pub use records::{MemoryRevisions, Mutation, RevisionReader};
 pub use request::{Applied, WriteRequest, WriteResponse};
 pub use revision::Revision;

@@ -15,6 +15,14 @@ pub enum WriteRequest {
     Txn(pb::TxnRequest),
     /// etcd's `KV.Compact`.
     Compact(pb::CompactionRequest),
+    /// etcd's `Lease.LeaseGrant`, with the id already chosen (never 0).
+    LeaseGrant(pb::LeaseGrantRequest),
+    /// etcd's `Lease.LeaseRevoke`: deletes the attached keys in one revision.
+    LeaseRevoke(pb::LeaseRevokeRequest),
+    /// One keepalive of etcd's `Lease.LeaseKeepAlive`: the lease's deadline restarts.
+    LeaseRenew(pb::LeaseKeepAliveRequest),
+    /// The leader's expiry decision (see [`crate::LeaseExpiry`]).
+    LeaseExpire(crate::LeaseExpiry),
 }
 
 /// The response to a [`WriteRequest`], of the matching kind.
@@ -28,6 +36,14 @@ pub enum WriteResponse {
     Txn(pb::TxnResponse),
     /// Answer to [`WriteRequest::Compact`].
     Compact(pb::CompactionResponse),
+    /// Answer to [`WriteRequest::LeaseGrant`].
+    LeaseGrant(pb::LeaseGrantResponse),
+    /// Answer to [`WriteRequest::LeaseRevoke`].
+    LeaseRevoke(pb::LeaseRevokeResponse),
+    /// Answer to [`WriteRequest::LeaseRenew`]: TTL 0 when the lease does not exist.
+    LeaseRenew(pb::LeaseKeepAliveResponse),
+    /// Answer to [`WriteRequest::LeaseExpire`]: false when the lease was renewed or gone.
+    LeaseExpire { expired: bool },
 }
 
 /// What applying a write produced: the response (header.revision set to the store revision after

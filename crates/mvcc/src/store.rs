@@ -116,7 +116,8 @@ impl KvStore {
         crate::txn::read_txn(self, reader, req)
     }
 
-    /// Apply one committed write. Deterministic: identical on every replica. On `Err` nothing
+    /// Apply one committed key-value write (lease operations go through [`crate::apply`], which
+    /// also keeps lease attachments). Deterministic: identical on every replica. On `Err` nothing
     /// changed (no revision, no index entry, no mutation).
     pub fn apply<R: RevisionReader + ?Sized, L: LeaseRegistry + ?Sized>(
         &mut self,
@@ -145,6 +146,13 @@ impl KvStore {
             }
             WriteRequest::Txn(txn) => crate::txn::apply_txn(self, reader, leases, txn),
             WriteRequest::Compact(compaction) => self.compact(compaction),
+            WriteRequest::LeaseGrant(_)
+            | WriteRequest::LeaseRevoke(_)
+            | WriteRequest::LeaseRenew(_)
+            | WriteRequest::LeaseExpire(_) => Err(MvccError::Storage(
+                "a lease operation reached the key-value store; apply it with beacon_mvcc::apply"
+                    .to_string(),
+            )),
         }
     }
 

@@ -38,8 +38,11 @@ impl From<ApiError> for Status {
                 | MvccError::LeaseProvided
                 | MvccError::TooManyOps
                 | MvccError::DuplicateKey => Code::InvalidArgument,
-                MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
+                MvccError::Compacted | MvccError::FutureRevision | MvccError::LeaseTtlTooLarge => {
+                    Code::OutOfRange
+                }
                 MvccError::LeaseNotFound => Code::NotFound,
+                MvccError::LeaseExists => Code::FailedPrecondition,
                 MvccError::Storage(_) => Code::Internal,
             },
             ApiError::RequestTooLarge => Code::InvalidArgument,
@@ -90,6 +93,16 @@ mod tests {
                 ApiError::Mvcc(MvccError::LeaseNotFound),
                 Code::NotFound,
                 "etcdserver: requested lease not found",
+            ),
+            (
+                ApiError::Mvcc(MvccError::LeaseExists),
+                Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ),
+            (
+                ApiError::Mvcc(MvccError::LeaseTtlTooLarge),
+                Code::OutOfRange,
+                "etcdserver: too large lease TTL",
             ),
             (
                 ApiError::RequestTooLarge,

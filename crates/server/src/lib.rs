@@ -67,7 +67,7 @@ pub async fn run(
     // The hub starts at the loaded state and hears of every apply from the first one on
     // (openraft replays the log into the state machine after `Raft::new`).
     let watch_hub = WatchHub::new(reader.current_revision(), reader.compact_revision());
-    opened.state_machine.set_listener(watch_hub.clone());
+    opened.state_machine.add_listener(watch_hub.clone());
 
     let client_listener = TcpListener::bind(&config.client.listen)
         .await

@@ -91,6 +91,10 @@ fn encoded_len(request: &WriteRequest) -> usize {
         WriteRequest::DeleteRange(r) => r.encoded_len(),
         WriteRequest::Txn(r) => r.encoded_len(),
         WriteRequest::Compact(r) => r.encoded_len(),
+        WriteRequest::LeaseGrant(r) => r.encoded_len(),
+        WriteRequest::LeaseRevoke(r) => r.encoded_len(),
+        WriteRequest::LeaseRenew(r) => r.encoded_len(),
+        WriteRequest::LeaseExpire(r) => r.encoded_len(),
     }
 }
 

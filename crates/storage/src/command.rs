@@ -32,13 +32,13 @@ impl fmt::Display for Member {
 /// A command in the Raft log. Applying it is deterministic on every replica.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    /// etcd KV writes (Put, DeleteRange, Txn, Compact), applied in order, each with its own
+    /// etcd KV writes (Put, DeleteRange, Txn, Compact) and lease operations, applied in order, each with its own
     /// revision. Concurrent client writes are batched into one entry so that they share one log
     /// append and one fsync on every member.
     Writes(WriteBatch),
 }
 
-/// etcd writes encoded as a protobuf `beacon.v1.WriteBatch` (see `proto/beacon/v1/command.proto`):
+/// Writes encoded as a protobuf `beacon.v1.WriteBatch` (see `proto/beacon/v1/command.proto`):
 /// a log entry then serializes as one byte string instead of walking every value byte by byte.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WriteBatch(#[serde(with = "serde_bytes")] Vec<u8>);
@@ -54,6 +54,10 @@ impl WriteBatch {
                     WriteRequest::DeleteRange(delete) => v1::write_op::Op::DeleteRange(delete),
                     WriteRequest::Txn(txn) => v1::write_op::Op::Txn(txn),
                     WriteRequest::Compact(compact) => v1::write_op::Op::Compact(compact),
+                    WriteRequest::LeaseGrant(grant) => v1::write_op::Op::LeaseGrant(grant),
+                    WriteRequest::LeaseRevoke(revoke) => v1::write_op::Op::LeaseRevoke(revoke),
+                    WriteRequest::LeaseRenew(renew) => v1::write_op::Op::LeaseRenew(renew),
+                    WriteRequest::LeaseExpire(expiry) => v1::write_op::Op::LeaseExpire(expiry),
                 }),
             })
             .collect();
@@ -73,6 +77,14 @@ impl WriteBatch {
                 }
                 Some(v1::write_op::Op::Txn(txn)) => Ok(WriteRequest::Txn(txn)),
                 Some(v1::write_op::Op::Compact(compact)) => Ok(WriteRequest::Compact(compact)),
+                Some(v1::write_op::Op::LeaseGrant(grant)) => Ok(WriteRequest::LeaseGrant(grant)),
+                Some(v1::write_op::Op::LeaseRevoke(revoke)) => {
+                    Ok(WriteRequest::LeaseRevoke(revoke))
+                }
+                Some(v1::write_op::Op::LeaseRenew(renew)) => Ok(WriteRequest::LeaseRenew(renew)),
+                Some(v1::write_op::Op::LeaseExpire(expiry)) => {
+                    Ok(WriteRequest::LeaseExpire(expiry))
+                }
                 None => Err(prost::DecodeError::new("a write without an operation")),
             })
             .collect()

@@ -31,7 +31,7 @@ const KEY_FORMAT: &[u8] = b"format";
 /// The on-disk format this build reads and writes. Bump it when an encoding changes (the Raft
 /// command enum, a column family's layout); a directory with another format is refused with a
 /// clear message instead of failing to decode somewhere deep in openraft.
-pub const STORAGE_FORMAT: u64 = 2;
+pub const STORAGE_FORMAT: u64 = 3;
 
 /// The cluster and member a data directory belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

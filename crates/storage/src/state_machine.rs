@@ -1,7 +1,8 @@
 //! The replicated state machine: etcd MVCC over RocksDB records.
 //!
 //! The key index lives in memory ([`KvStore`]); records (one per revision) live in the `kv`
-//! column family. Each `apply` call writes the records it produced, the applied log id, the
+//! column family; leases ([`LeaseTable`]) live in memory and in `meta` under `lease/{id}`, their
+//! attached keys derived from the records. Each `apply` call writes the records it produced, the applied log id, the
 //! membership and the store revisions in one RocksDB batch: after a crash the state machine is
 //! exactly at some applied log id and openraft replays the rest of the log from there. The batch
 //! is not synced on its own; the Raft log is the durable record and the next log fsync (same WAL)
@@ -10,7 +11,10 @@
 use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use beacon_mvcc::{pb, KvStore, Mutation, MvccError, NoLeases, Revision, RevisionReader};
+use beacon_mvcc::{
+    pb, KvStore, LeaseChange, LeaseRecord, LeaseTable, Mutation, MvccError, Revision,
+    RevisionReader,
+};
 use beacon_proto::mvccpb::{Event as KvEvent, KeyValue};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -31,6 +35,10 @@ const KEY_APPLIED: &[u8] = b"applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_REVISION: &[u8] = b"revision";
 const KEY_COMPACT_REVISION: &[u8] = b"compact_revision";
+/// Lease records: `lease/` ‖ id (i64 big-endian) → bincode [`LeaseRecord`].
+const LEASE_PREFIX: &[u8] = b"lease/";
+/// The first key after every lease record ('/' + 1).
+const LEASE_PREFIX_END: &[u8] = b"lease0";
 const KEY_SNAPSHOT_META: &[u8] = b"meta";
 const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 
@@ -45,8 +53,12 @@ pub struct AppliedChanges {
     /// one revision are contiguous. Each carries `prev_kv` when the key existed before.
     pub events: Vec<KvEvent>,
     /// A snapshot replaced the whole state: the events between the previous revision and
-    /// `revision` are not listed and must be read from storage ([`KvReader::history`]).
+    /// `revision` are not listed and must be read from storage ([`KvReader::history`]), and
+    /// the leases must be read again ([`KvReader::leases`]).
     pub reset: bool,
+    /// Leases granted, renewed, revoked or expired, in order: a `Set` means the lease's deadline
+    /// restarts now, at this apply.
+    pub lease_changes: Vec<LeaseChange>,
 }
 
 /// Told about every change to the applied state, in order, exactly once, right after it is
@@ -58,6 +70,7 @@ pub trait ApplyListener: Send + Sync + 'static {
 
 struct Applied {
     kv: KvStore,
+    leases: LeaseTable,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, Member>,
 }
@@ -66,7 +79,7 @@ struct Applied {
 pub struct StateMachineStore {
     reader: KvReader,
     snapshot_seq: u64,
-    listener: Option<Arc<dyn ApplyListener>>,
+    listeners: Vec<Arc<dyn ApplyListener>>,
 }
 
 /// A cheap, cloneable read handle on the applied state, for the API services.
@@ -100,6 +113,7 @@ struct SnapshotPayload {
     current_revision: i64,
     compact_revision: i64,
     records: Vec<(Vec<u8>, Vec<u8>)>,
+    leases: Vec<(i64, LeaseRecord)>,
 }
 
 impl KvReader {
@@ -176,6 +190,18 @@ impl KvReader {
         Ok(events)
     }
 
+    /// Every granted lease, by id.
+    pub fn leases(&self) -> Vec<(i64, LeaseRecord)> {
+        self.read().leases.records().collect()
+    }
+
+    /// One lease and the keys attached to it.
+    pub fn lease(&self, lease_id: i64) -> Option<(LeaseRecord, Vec<Vec<u8>>)> {
+        let state = self.read();
+        let record = state.leases.get(lease_id)?;
+        Some((record, state.leases.keys(lease_id)))
+    }
+
     /// The last applied Raft log id.
     pub fn last_applied(&self) -> Option<LogId<NodeId>> {
         self.read().last_applied
@@ -233,8 +259,14 @@ impl StateMachineStore {
                 KvStore::restore(records, current_revision, compact_revision)
             }
         };
+        let leases = LeaseTable::restore(load_leases(&db)?, &kv, &DbRecords { db: &db })
+            .map_err(|e| StorageError::Corrupt {
+                what: "lease",
+                detail: e.to_string(),
+            })?;
         let state = Applied {
             kv,
+            leases,
             last_applied,
             membership,
         };
@@ -244,29 +276,57 @@ impl StateMachineStore {
                 state: Arc::new(RwLock::new(state)),
             },
             snapshot_seq: 0,
-            listener: None,
+            listeners: Vec::new(),
         })
     }
 
-    /// Registers the listener told about every applied change (the watch hub).
-    pub fn set_listener(&mut self, listener: Arc<dyn ApplyListener>) {
-        self.listener = Some(listener);
+    /// Registers a listener told about every applied change (the watch hub, the lease keeper),
+    /// in registration order.
+    pub fn add_listener(&mut self, listener: Arc<dyn ApplyListener>) {
+        self.listeners.push(listener);
     }
 
-    fn notify(&self, state: &Applied, events: Vec<KvEvent>, reset: bool) {
-        if let Some(listener) = &self.listener {
-            listener.applied(AppliedChanges {
-                revision: state.kv.current_revision(),
-                compact_revision: state.kv.compact_revision(),
-                events,
-                reset,
-            });
+    fn notify(
+        &self,
+        state: &Applied,
+        events: Vec<KvEvent>,
+        lease_changes: Vec<LeaseChange>,
+        reset: bool,
+    ) {
+        let Some((last, others)) = self.listeners.split_last() else {
+            return;
+        };
+        let changes = AppliedChanges {
+            revision: state.kv.current_revision(),
+            compact_revision: state.kv.compact_revision(),
+            events,
+            reset,
+            lease_changes,
+        };
+        for listener in others {
+            listener.applied(changes.clone());
         }
+        last.applied(changes);
     }
 
     /// A read handle sharing this state machine's state.
     pub fn reader(&self) -> KvReader {
         self.reader.clone()
+    }
+}
+
+/// Reads records from a snapshot payload (sorted by revision key) before it is written.
+struct SnapshotRecords<'a>(&'a [(Vec<u8>, Vec<u8>)]);
+
+impl RevisionReader for SnapshotRecords<'_> {
+    fn read(&self, revision: Revision) -> Result<Option<KeyValue>, MvccError> {
+        let key = revision.to_bytes();
+        match self.0.binary_search_by(|(k, _)| k.as_slice().cmp(&key[..])) {
+            Ok(at) => KeyValue::decode(self.0[at].1.as_slice())
+                .map(Some)
+                .map_err(|e| MvccError::Storage(e.to_string())),
+            Err(_) => Ok(None),
+        }
     }
 }
 
@@ -285,6 +345,49 @@ fn load_records(db: &DB) -> Result<Vec<(Revision, KeyValue)>, StorageError> {
         records.push((revision, kv));
     }
     Ok(records)
+}
+
+fn load_leases(db: &DB) -> Result<Vec<(i64, LeaseRecord)>, StorageError> {
+    let mut leases = Vec::new();
+    let iter = db.iterator_cf(
+        cf(db, CF_META),
+        IteratorMode::From(LEASE_PREFIX, rocksdb::Direction::Forward),
+    );
+    for item in iter {
+        let (key, value) = item?;
+        let Some(id) = key.strip_prefix(LEASE_PREFIX) else {
+            break;
+        };
+        let corrupt = |detail: String| StorageError::Corrupt {
+            what: "lease",
+            detail,
+        };
+        let id = <[u8; 8]>::try_from(id)
+            .map(i64::from_be_bytes)
+            .map_err(|_| corrupt(format!("bad lease key of {} bytes", key.len())))?;
+        let record = bincode::deserialize(&value).map_err(|e| corrupt(e.to_string()))?;
+        leases.push((id, record));
+    }
+    Ok(leases)
+}
+
+fn lease_key(lease_id: i64) -> Vec<u8> {
+    [LEASE_PREFIX, &lease_id.to_be_bytes()].concat()
+}
+
+/// Writes every lease change into the batch.
+fn write_lease_changes(
+    batch: &mut WriteBatch,
+    db: &DB,
+    changes: &[LeaseChange],
+) -> Result<(), RaftStorageError> {
+    for change in changes {
+        match change {
+            LeaseChange::Set(id, record) => put_meta(batch, db, &lease_key(*id), record)?,
+            LeaseChange::Removed(id) => batch.delete_cf(cf(db, CF_META), lease_key(*id)),
+        }
+    }
+    Ok(())
 }
 
 fn put_meta<T: Serialize>(
@@ -328,6 +431,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 current_revision: state.kv.current_revision(),
                 compact_revision: state.kv.compact_revision(),
                 records,
+                leases: state.leases.records().collect(),
             };
             (payload, state.last_applied, state.membership.clone())
         };
@@ -400,11 +504,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         .writes()
                         .map_err(|e| StorageIOError::apply(entry.log_id, &e))?;
                     let mut results = Vec::with_capacity(requests.len());
+                    let state = &mut *state;
                     for request in &requests {
-                        let result = state
-                            .kv
-                            .apply(&DbRecords { db: &db }, &NoLeases, request)
-                            .map(|applied| {
+                        let result = beacon_mvcc::apply(
+                            &mut state.kv,
+                            &mut state.leases,
+                            &DbRecords { db: &db },
+                            request,
+                            entry.log_id.index,
+                        )
+                        .map(|applied| {
                                 events.extend(applied.events);
                                 applied.response
                             });
@@ -430,10 +539,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
         }
+        let lease_changes = state.leases.take_changes();
+        write_lease_changes(&mut batch, &db, &lease_changes)?;
         write_applied_meta(&mut batch, &db, &state)?;
         db.write(batch)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
-        self.notify(&state, events, false);
+        self.notify(&state, events, lease_changes, false);
         Ok(responses)
     }
 
@@ -442,7 +553,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             reader: self.reader.clone(),
             snapshot_seq: self.snapshot_seq + 1000,
             // A snapshot builder never applies anything.
-            listener: None,
+            listeners: Vec::new(),
         }
     }
 
@@ -472,13 +583,27 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             records.push((revision, kv));
         }
         let mut state = self.reader.write();
-        state.kv = KvStore::restore(records, payload.current_revision, payload.compact_revision);
+        let kv = KvStore::restore(records, payload.current_revision, payload.compact_revision);
+        // Attachments are rebuilt from the snapshot's records, still in the batch: read them
+        // from the restored index with the pending overlay.
+        let snapshot_records = SnapshotRecords(&payload.records);
+        let leases = LeaseTable::restore(payload.leases.iter().copied(), &kv, &snapshot_records)
+            .map_err(|e| StorageIOError::read_snapshot(None, &std::io::Error::other(e)))?;
+        batch.delete_range_cf(cf(&db, CF_META), LEASE_PREFIX, LEASE_PREFIX_END);
+        let changes: Vec<LeaseChange> = payload
+            .leases
+            .iter()
+            .map(|(id, record)| LeaseChange::Set(*id, *record))
+            .collect();
+        write_lease_changes(&mut batch, &db, &changes)?;
+        state.kv = kv;
+        state.leases = leases;
         state.last_applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
         write_applied_meta(&mut batch, &db, &state)?;
         db.write_opt(batch, &synced())
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        self.notify(&state, Vec::new(), true);
+        self.notify(&state, Vec::new(), Vec::new(), true);
         drop(state);
         save_snapshot(&db, meta, &data)
     }

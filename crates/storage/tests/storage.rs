@@ -138,7 +138,7 @@ async fn the_listener_hears_every_event_and_history_replays_them() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut opened = open(dir.path(), IDENTITY).expect("open");
     let recorder = std::sync::Arc::new(Recorder::default());
-    opened.state_machine.set_listener(recorder.clone());
+    opened.state_machine.add_listener(recorder.clone());
     let delete = WriteRequest::DeleteRange(pb::DeleteRangeRequest {
         key: b"a".to_vec(),
         ..Default::default()
@@ -169,4 +169,63 @@ async fn the_listener_hears_every_event_and_history_replays_them() {
     let first = reader.history(2, 5, 1).expect("first chunk");
     assert_eq!(first, heard[..1]);
     assert_eq!(reader.history(3, 5, 100).expect("rest"), heard[1..]);
+}
+
+fn put_with_lease(key: &str, lease: i64) -> WriteRequest {
+    WriteRequest::Put(pb::PutRequest {
+        key: key.into(),
+        value: b"v".to_vec(),
+        lease,
+        ..Default::default()
+    })
+}
+
+fn grant(id: i64, ttl: i64) -> WriteRequest {
+    WriteRequest::LeaseGrant(pb::LeaseGrantRequest { ttl, id })
+}
+
+#[tokio::test]
+async fn leases_and_their_keys_survive_reopening_and_travel_in_snapshots() {
+    use openraft::RaftSnapshotBuilder;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let snapshot = {
+        let mut opened = open(dir.path(), IDENTITY).expect("open");
+        opened
+            .state_machine
+            .apply(vec![
+                entry(1, vec![grant(7, 30), grant(8, 60)]),
+                entry(
+                    2,
+                    vec![put_with_lease("a", 7), put_with_lease("b", 7), put_with_lease("c", 8)],
+                ),
+                entry(3, vec![WriteRequest::LeaseRenew(pb::LeaseKeepAliveRequest { id: 8 })]),
+                entry(4, vec![WriteRequest::LeaseRevoke(pb::LeaseRevokeRequest { id: 7 })]),
+            ])
+            .await
+            .expect("apply");
+        let mut builder = opened.state_machine.get_snapshot_builder().await;
+        builder.build_snapshot().await.expect("snapshot")
+    };
+    let check = |reader: beacon_storage::KvReader| {
+        let leases = reader.leases();
+        assert_eq!(leases.len(), 1, "{leases:?}");
+        assert_eq!(leases[0].0, 8);
+        assert_eq!(leases[0].1.ttl, 60);
+        assert_eq!(leases[0].1.generation, 3, "the renewal's log index");
+        assert_eq!(reader.lease(8).map(|(_, keys)| keys), Some(vec![b"c".to_vec()]));
+        assert!(reader.lease(7).is_none());
+    };
+    let reopened = open(dir.path(), IDENTITY).expect("reopen");
+    check(reopened.state_machine.reader());
+
+    let other = tempfile::tempdir().expect("temp dir");
+    let mut installed = open(other.path(), IDENTITY).expect("open");
+    installed
+        .state_machine
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .expect("install");
+    check(installed.state_machine.reader());
+    drop(installed);
+    check(open(other.path(), IDENTITY).expect("reopen").state_machine.reader());
 }

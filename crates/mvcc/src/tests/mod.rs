@@ -1,6 +1,7 @@
 //! Store-level tests through the public API, one file per area, sharing the [`Harness`].
 
 mod compaction;
+mod lease;
 mod model;
 mod put_delete;
 mod range;
