@@ -13,9 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::store::header;
-use crate::{
-    mvccpb, pb, Applied, KvStore, MvccError, RevisionReader, WriteRequest, WriteResponse,
-};
+use crate::{mvccpb, pb, Applied, KvStore, MvccError, RevisionReader, WriteRequest, WriteResponse};
 
 pub use beacon_proto::beacon::v1::LeaseExpiry;
 
@@ -151,7 +149,11 @@ impl LeaseTable {
         }
     }
 
-    fn grant(&mut self, request: &pb::LeaseGrantRequest, generation: u64) -> Result<Applied, MvccError> {
+    fn grant(
+        &mut self,
+        request: &pb::LeaseGrantRequest,
+        generation: u64,
+    ) -> Result<Applied, MvccError> {
         if request.id <= 0 {
             // The proposing member picks the id; zero or negative never reaches the log.
             return Err(MvccError::Storage(format!(

@@ -9,6 +9,8 @@ pub mod api_error;
 pub mod cluster_service;
 pub mod config;
 pub mod kv_service;
+pub mod lease_keeper;
+pub mod lease_service;
 pub mod maintenance_service;
 pub mod peer_network;
 pub mod peer_service;
@@ -26,6 +28,7 @@ use anyhow::Context;
 use beacon_proto::beacon::v1::raft_peer_server::RaftPeerServer;
 use beacon_proto::etcdserverpb::cluster_server::ClusterServer;
 use beacon_proto::etcdserverpb::kv_server::KvServer;
+use beacon_proto::etcdserverpb::lease_server::LeaseServer;
 use beacon_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use beacon_proto::etcdserverpb::watch_server::WatchServer;
 use beacon_storage::Identity;
@@ -37,6 +40,8 @@ use tonic::transport::server::TcpIncoming;
 use crate::cluster_service::ClusterService;
 use crate::config::ServerConfig;
 use crate::kv_service::KvService;
+use crate::lease_keeper::LeaseKeeper;
+use crate::lease_service::LeaseService;
 use crate::maintenance_service::MaintenanceService;
 use crate::peer_network::{PeerClients, PeerNetwork};
 use crate::peer_service::PeerService;
@@ -68,6 +73,8 @@ pub async fn run(
     // (openraft replays the log into the state machine after `Raft::new`).
     let watch_hub = WatchHub::new(reader.current_revision(), reader.compact_revision());
     opened.state_machine.add_listener(watch_hub.clone());
+    let lease_keeper = LeaseKeeper::new(reader.clone());
+    opened.state_machine.add_listener(lease_keeper.clone());
 
     let client_listener = TcpListener::bind(&config.client.listen)
         .await
@@ -163,12 +170,20 @@ pub async fn run(
             KvServer::new(KvService { node: node.clone() }).max_decoding_message_size(max_message),
         )
         .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+        .add_service(LeaseServer::new(LeaseService {
+            node: node.clone(),
+            keeper: lease_keeper.clone(),
+            min_ttl: LeaseService::min_ttl_for(std::time::Duration::from_millis(
+                config.raft.election_timeout_max_ms,
+            )),
+        }))
         .add_service(WatchServer::new(watch_service).max_decoding_message_size(max_message))
         .add_service(MaintenanceServer::new(MaintenanceService {
             node: node.clone(),
         }))
         .serve_with_incoming_shutdown(incoming(client_listener)?, until_stopped(stopped));
 
+    let keeper_task = tokio::spawn(lease_keeper.run(node.clone()));
     let peer_task = tokio::spawn(peer_server);
     let client_task = tokio::spawn(client_server);
 
@@ -186,6 +201,7 @@ pub async fn run(
     tracing::info!("shutting down");
     let _ = stop.send(true);
     let (peer_result, client_result) = tokio::join!(peer_task, client_task);
+    keeper_task.abort();
     if let Err(error) = raft.shutdown().await {
         tracing::warn!(%error, "raft did not shut down cleanly");
     }

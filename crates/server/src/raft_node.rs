@@ -47,6 +47,12 @@ impl RaftNode {
         })
     }
 
+    /// Whether this member is the leader as far as it knows (it may have been deposed without
+    /// hearing of it yet: proposals, not this answer, decide).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.identity.member_id)
+    }
+
     fn leader(&self) -> Option<(NodeId, Option<Member>)> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();

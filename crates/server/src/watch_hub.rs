@@ -477,7 +477,7 @@ mod tests {
             revision,
             compact_revision: 0,
             events,
-            reset: false,
+            ..Default::default()
         });
     }
 
@@ -554,6 +554,7 @@ mod tests {
             compact_revision: 10,
             events: Vec::new(),
             reset: true,
+            lease_changes: Vec::new(),
         });
         let lagged = drain(&inbox)
             .into_iter()

@@ -259,10 +259,12 @@ impl StateMachineStore {
                 KvStore::restore(records, current_revision, compact_revision)
             }
         };
-        let leases = LeaseTable::restore(load_leases(&db)?, &kv, &DbRecords { db: &db })
-            .map_err(|e| StorageError::Corrupt {
-                what: "lease",
-                detail: e.to_string(),
+        let leases =
+            LeaseTable::restore(load_leases(&db)?, &kv, &DbRecords { db: &db }).map_err(|e| {
+                StorageError::Corrupt {
+                    what: "lease",
+                    detail: e.to_string(),
+                }
             })?;
         let state = Applied {
             kv,
@@ -514,9 +516,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             entry.log_id.index,
                         )
                         .map(|applied| {
-                                events.extend(applied.events);
-                                applied.response
-                            });
+                            events.extend(applied.events);
+                            applied.response
+                        });
                         if let Err(MvccError::Storage(detail)) = &result {
                             let error = std::io::Error::other(detail.clone());
                             return Err(StorageIOError::apply(entry.log_id, &error).into());

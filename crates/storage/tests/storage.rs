@@ -196,10 +196,22 @@ async fn leases_and_their_keys_survive_reopening_and_travel_in_snapshots() {
                 entry(1, vec![grant(7, 30), grant(8, 60)]),
                 entry(
                     2,
-                    vec![put_with_lease("a", 7), put_with_lease("b", 7), put_with_lease("c", 8)],
+                    vec![
+                        put_with_lease("a", 7),
+                        put_with_lease("b", 7),
+                        put_with_lease("c", 8),
+                    ],
                 ),
-                entry(3, vec![WriteRequest::LeaseRenew(pb::LeaseKeepAliveRequest { id: 8 })]),
-                entry(4, vec![WriteRequest::LeaseRevoke(pb::LeaseRevokeRequest { id: 7 })]),
+                entry(
+                    3,
+                    vec![WriteRequest::LeaseRenew(pb::LeaseKeepAliveRequest {
+                        id: 8,
+                    })],
+                ),
+                entry(
+                    4,
+                    vec![WriteRequest::LeaseRevoke(pb::LeaseRevokeRequest { id: 7 })],
+                ),
             ])
             .await
             .expect("apply");
@@ -212,7 +224,10 @@ async fn leases_and_their_keys_survive_reopening_and_travel_in_snapshots() {
         assert_eq!(leases[0].0, 8);
         assert_eq!(leases[0].1.ttl, 60);
         assert_eq!(leases[0].1.generation, 3, "the renewal's log index");
-        assert_eq!(reader.lease(8).map(|(_, keys)| keys), Some(vec![b"c".to_vec()]));
+        assert_eq!(
+            reader.lease(8).map(|(_, keys)| keys),
+            Some(vec![b"c".to_vec()])
+        );
         assert!(reader.lease(7).is_none());
     };
     let reopened = open(dir.path(), IDENTITY).expect("reopen");
@@ -227,5 +242,10 @@ async fn leases_and_their_keys_survive_reopening_and_travel_in_snapshots() {
         .expect("install");
     check(installed.state_machine.reader());
     drop(installed);
-    check(open(other.path(), IDENTITY).expect("reopen").state_machine.reader());
+    check(
+        open(other.path(), IDENTITY)
+            .expect("reopen")
+            .state_machine
+            .reader(),
+    );
 }

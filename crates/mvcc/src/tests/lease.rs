@@ -218,7 +218,10 @@ fn an_expiry_measured_before_a_renewal_does_nothing() {
             generation: 1,
         }))
         .expect("expire");
-    assert_eq!(stale.response, WriteResponse::LeaseExpire { expired: false });
+    assert_eq!(
+        stale.response,
+        WriteResponse::LeaseExpire { expired: false }
+    );
     assert_eq!(node.live_keys(), vec!["k"]);
     let current = node
         .apply(WriteRequest::LeaseExpire(LeaseExpiry {
@@ -226,9 +229,15 @@ fn an_expiry_measured_before_a_renewal_does_nothing() {
             generation: 3,
         }))
         .expect("expire");
-    assert_eq!(current.response, WriteResponse::LeaseExpire { expired: true });
+    assert_eq!(
+        current.response,
+        WriteResponse::LeaseExpire { expired: true }
+    );
     assert!(node.live_keys().is_empty());
-    assert_eq!(node.leases.take_changes().last(), Some(&LeaseChange::Removed(9)));
+    assert_eq!(
+        node.leases.take_changes().last(),
+        Some(&LeaseChange::Removed(9))
+    );
 }
 
 #[test]
@@ -240,9 +249,12 @@ fn restore_reattaches_keys_from_the_store() {
     node.put("b", 2).expect("put");
     node.put("a2", 1).expect("put");
     node.put("b", 0).expect("put");
-    let restored =
-        LeaseTable::restore(node.leases.records().collect::<Vec<_>>(), &node.kv, &node.records)
-            .expect("restore");
+    let restored = LeaseTable::restore(
+        node.leases.records().collect::<Vec<_>>(),
+        &node.kv,
+        &node.records,
+    )
+    .expect("restore");
     assert_eq!(restored.keys(1), vec![b"a".to_vec(), b"a2".to_vec()]);
     assert!(restored.keys(2).is_empty());
     assert_eq!(restored.get(2), node.leases.get(2));
