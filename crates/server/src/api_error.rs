@@ -20,6 +20,12 @@ pub enum ApiError {
     Timeout,
     #[error("etcdserver: server stopped")]
     Stopped,
+    /// A catalog request or record breaks a catalog rule; the message names the field and rule.
+    #[error("beacon: {0}")]
+    InvalidCatalog(String),
+    /// The catalog has no such instance.
+    #[error("beacon: instance {id} of service {service} not found")]
+    InstanceNotFound { service: String, id: String },
     /// Part of the etcd API Beacon does not offer (yet); the message says which.
     #[error("{0}")]
     Unimplemented(String),
@@ -45,7 +51,8 @@ impl From<ApiError> for Status {
                 MvccError::LeaseExists => Code::FailedPrecondition,
                 MvccError::Storage(_) => Code::Internal,
             },
-            ApiError::RequestTooLarge => Code::InvalidArgument,
+            ApiError::RequestTooLarge | ApiError::InvalidCatalog(_) => Code::InvalidArgument,
+            ApiError::InstanceNotFound { .. } => Code::NotFound,
             ApiError::NoLeader
             | ApiError::LeaderChanged
             | ApiError::Timeout

@@ -41,6 +41,29 @@ impl KvService {
     }
 }
 
+/// Puts under the catalog's reserved prefix must be valid catalog records: etcd clients may
+/// read and watch the catalog, but never corrupt it. (A put with `ignore_value` keeps a value
+/// that was checked when it was written.)
+fn check_catalog_put(put: &pb::PutRequest) -> Result<(), ApiError> {
+    if put.ignore_value {
+        return Ok(());
+    }
+    beacon_catalog::validate_kv_write(&put.key, &put.value)
+        .map_err(|error| ApiError::InvalidCatalog(error.to_string()))
+}
+
+/// [`check_catalog_put`] for every put of a txn, nested txns included.
+fn check_catalog_txn(txn: &pb::TxnRequest) -> Result<(), ApiError> {
+    for op in txn.success.iter().chain(&txn.failure) {
+        match &op.request {
+            Some(pb::request_op::Request::RequestPut(put)) => check_catalog_put(put)?,
+            Some(pb::request_op::Request::RequestTxn(nested)) => check_catalog_txn(nested)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn unexpected(response: WriteResponse) -> Status {
     ApiError::Internal(format!("mismatched apply response {response:?}")).into()
 }
@@ -66,6 +89,7 @@ impl Kv for KvService {
     ) -> Result<Response<pb::PutResponse>, Status> {
         let request = request.into_inner();
         beacon_mvcc::validate_put(&request).map_err(ApiError::from)?;
+        check_catalog_put(&request)?;
         let encoded_len = request.encoded_len();
         match self.write(WriteRequest::Put(request), encoded_len).await? {
             WriteResponse::Put(response) => Ok(self.with_header(response, |r| &mut r.header)),
@@ -108,6 +132,7 @@ impl Kv for KvService {
                 .map_err(ApiError::from)?;
             return Ok(self.with_header(response, |r| &mut r.header));
         }
+        check_catalog_txn(&request)?;
         let encoded_len = request.encoded_len();
         match self.write(WriteRequest::Txn(request), encoded_len).await? {
             WriteResponse::Txn(response) => Ok(self.with_header(response, |r| &mut r.header)),

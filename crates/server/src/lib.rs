@@ -6,6 +6,7 @@
 //! `shutdown` resolves.
 
 pub mod api_error;
+pub mod catalog_service;
 pub mod cluster_service;
 pub mod config;
 pub mod kv_service;
@@ -25,6 +26,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
+use beacon_proto::beacon::v1::catalog_server::CatalogServer;
 use beacon_proto::beacon::v1::raft_peer_server::RaftPeerServer;
 use beacon_proto::etcdserverpb::cluster_server::ClusterServer;
 use beacon_proto::etcdserverpb::kv_server::KvServer;
@@ -37,6 +39,7 @@ use openraft::{Raft, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
+use crate::catalog_service::CatalogService;
 use crate::cluster_service::ClusterService;
 use crate::config::ServerConfig;
 use crate::kv_service::KvService;
@@ -125,18 +128,26 @@ pub async fn run(
         batcher,
     });
 
-    let watch_service = {
+    let stream_settings = {
         let header_node = node.clone();
+        StreamSettings {
+            header: Arc::new(move |revision| header_node.header(revision)),
+            max_response_bytes: config.limits.max_request_bytes,
+            progress_notify_interval: std::time::Duration::from_millis(
+                config.watch.progress_notify_interval_ms,
+            ),
+        }
+    };
+    let catalog_service = CatalogService {
+        node: node.clone(),
+        hub: watch_hub.clone(),
+        settings: stream_settings.clone(),
+    };
+    let watch_service = {
         WatchService {
             node: node.clone(),
             hub: watch_hub,
-            settings: StreamSettings {
-                header: Arc::new(move |revision| header_node.header(revision)),
-                max_response_bytes: config.limits.max_request_bytes,
-                progress_notify_interval: std::time::Duration::from_millis(
-                    config.watch.progress_notify_interval_ms,
-                ),
-            },
+            settings: stream_settings,
             leader_lost: watch_service::monitor_leader(
                 &node,
                 std::time::Duration::from_millis(config.raft.election_timeout_max_ms),
@@ -170,6 +181,7 @@ pub async fn run(
             KvServer::new(KvService { node: node.clone() }).max_decoding_message_size(max_message),
         )
         .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+        .add_service(CatalogServer::new(catalog_service))
         .add_service(LeaseServer::new(LeaseService {
             node: node.clone(),
             keeper: lease_keeper.clone(),

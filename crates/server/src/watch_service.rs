@@ -52,7 +52,7 @@ impl Watch for WatchService {
             self.hub.clone(),
             self.node.reader.clone(),
             self.settings.clone(),
-            request.into_inner(),
+            Box::pin(request.into_inner()),
             requires_leader.then(|| self.leader_lost.clone()),
         );
         let responses = futures::stream::unfold(stream, |mut stream| async move {

@@ -19,17 +19,21 @@ use beacon_proto::etcdserverpb::watch_request::RequestUnion;
 use beacon_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use beacon_proto::mvccpb::Event;
 use beacon_storage::KvReader;
-use futures::FutureExt;
+use futures::{FutureExt, Stream, StreamExt};
 use prost::Message;
 use tokio::sync::watch;
 use tokio::time::{Interval, MissedTickBehavior};
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use crate::watch_hub::{Delivery, StreamInbox, Target, WatchHub};
 
 /// Events read from storage per catch-up step: bounds a lagging stream's memory and how long
 /// one read holds the state machine's read lock.
 pub const CATCH_UP_CHUNK: usize = 128;
+
+/// The requests of one stream: a client's gRPC stream, or requests made inside the member (the
+/// catalog's service watch).
+pub type WatchRequests = std::pin::Pin<Box<dyn Stream<Item = Result<WatchRequest, Status>> + Send>>;
 
 /// The watch id etcd uses for responses that concern the whole stream (progress requests).
 const STREAM_WATCH_ID: i64 = -1;
@@ -124,7 +128,7 @@ pub struct WatchStream {
     progress_requested: bool,
     outbox: VecDeque<WatchResponse>,
     catch_up: Option<CatchUp>,
-    requests: Option<Streaming<WatchRequest>>,
+    requests: Option<WatchRequests>,
     ticker: Option<Interval>,
     leader_lost: Option<watch::Receiver<bool>>,
     finished: bool,
@@ -137,7 +141,7 @@ impl WatchStream {
         hub: Arc<WatchHub>,
         reader: KvReader,
         settings: StreamSettings,
-        requests: Streaming<WatchRequest>,
+        requests: WatchRequests,
         leader_lost: Option<watch::Receiver<bool>>,
     ) -> Self {
         let (stream_id, inbox) = hub.register_stream();
@@ -180,7 +184,8 @@ impl WatchStream {
             // Requests first when they are ready, so creates and cancels are never starved by
             // a busy stream (reading one is cancel-safe).
             if let Some(requests) = self.requests.as_mut() {
-                if let Some(message) = requests.message().now_or_never() {
+                if let Some(message) = requests.next().now_or_never() {
+                    let message = message.transpose();
                     match self.on_message(message) {
                         Ok(()) => continue,
                         Err(status) => return self.fail(status),
@@ -220,7 +225,7 @@ impl WatchStream {
         let requests = self.requests.as_mut();
         let request = async {
             match requests {
-                Some(requests) => Some(requests.message().await),
+                Some(requests) => Some(requests.next().await.transpose()),
                 None => std::future::pending().await,
             }
         };

@@ -1,0 +1,141 @@
+//! [`CatalogError`]: every way catalog input can be refused. The messages are shown to users as
+//! they are (gRPC status messages, CLI output), so each names the field and the rule it breaks.
+
+/// Longest rendering of a user-supplied value inside an error message; longer values are cut so
+/// that a 10 kB tag does not produce a 10 kB error.
+const MAX_VALUE_CHARS: usize = 80;
+
+/// Why an instance, a catalog record or a write under the reserved prefix was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    /// A field's value breaks a rule, e.g. `invalid port 0: must be 1 to 65535`.
+    #[error("invalid {field} {value}: {rule}")]
+    Invalid {
+        /// The field, as users name it (`service name`, `check "http" interval_ms`).
+        field: String,
+        /// The offending value, quoted when it is a string and cut when it is long.
+        value: String,
+        /// The rule, starting with "must".
+        rule: String,
+    },
+    /// A list or map holds more entries than allowed.
+    #[error("too many {field}: {count}, at most {max} allowed")]
+    TooMany {
+        /// The list (`tags`, `metadata entries`, `checks`).
+        field: String,
+        /// How many were given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A list that must hold distinct values holds one twice.
+    #[error("duplicate {field} {value}: each must be unique")]
+    Duplicate {
+        /// The field (`tag`, `check id`).
+        field: String,
+        /// The repeated value, quoted.
+        value: String,
+    },
+    /// A key-value write under the reserved prefix that is not an instance record.
+    #[error(
+        "key {key} is under the reserved prefix \"/_beacon/\", which holds only the service \
+         catalog: the only keys that may be written there are \
+         \"/_beacon/instances/{{service}}/{{instance_id}}\", with a JSON instance record as value"
+    )]
+    ReservedKey {
+        /// The refused key, quoted.
+        key: String,
+    },
+    /// A key that was expected to be an instance key is not one.
+    #[error(
+        "key {key} is not an instance key: expected \"/_beacon/instances/{{service}}/{{instance_id}}\""
+    )]
+    NotInstanceKey {
+        /// The key, quoted.
+        key: String,
+    },
+    /// The value stored at an instance key is not a readable instance record.
+    #[error("invalid instance record at key {key}: {reason}")]
+    InvalidRecord {
+        /// The instance key, quoted.
+        key: String,
+        /// What is wrong with the record (a JSON error, or service/id not matching the key).
+        reason: String,
+    },
+}
+
+impl CatalogError {
+    /// An [`CatalogError::Invalid`] for a string value (quoted and cut in the message).
+    pub(crate) fn invalid_text(
+        field: impl Into<String>,
+        value: &str,
+        rule: impl Into<String>,
+    ) -> Self {
+        CatalogError::Invalid {
+            field: field.into(),
+            value: quote(value),
+            rule: rule.into(),
+        }
+    }
+
+    /// An [`CatalogError::Invalid`] for a number or other value shown as is.
+    pub(crate) fn invalid_value(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        rule: impl Into<String>,
+    ) -> Self {
+        CatalogError::Invalid {
+            field: field.into(),
+            value: value.to_string(),
+            rule: rule.into(),
+        }
+    }
+
+    pub(crate) fn too_many(field: impl Into<String>, count: usize, max: usize) -> Self {
+        CatalogError::TooMany {
+            field: field.into(),
+            count,
+            max,
+        }
+    }
+
+    pub(crate) fn duplicate(field: impl Into<String>, value: &str) -> Self {
+        CatalogError::Duplicate {
+            field: field.into(),
+            value: quote(value),
+        }
+    }
+
+    pub(crate) fn reserved_key(key: &[u8]) -> Self {
+        CatalogError::ReservedKey {
+            key: quote_key(key),
+        }
+    }
+
+    pub(crate) fn not_instance_key(key: &[u8]) -> Self {
+        CatalogError::NotInstanceKey {
+            key: quote_key(key),
+        }
+    }
+
+    pub(crate) fn invalid_record(key: &[u8], reason: impl Into<String>) -> Self {
+        CatalogError::InvalidRecord {
+            key: quote_key(key),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `value` in double quotes with Rust's escapes (so control characters stay visible), cut to
+/// [`MAX_VALUE_CHARS`] characters.
+pub(crate) fn quote(value: &str) -> String {
+    match value.char_indices().nth(MAX_VALUE_CHARS) {
+        Some((cut, _)) => format!("{:?}...", &value[..cut]),
+        None => format!("{value:?}"),
+    }
+}
+
+/// A key for an error message: keys are bytes, shown as text with invalid UTF-8 replaced.
+fn quote_key(key: &[u8]) -> String {
+    quote(&String::from_utf8_lossy(key))
+}

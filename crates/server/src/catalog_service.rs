@@ -1,0 +1,405 @@
+//! `beacon.v1.Catalog`: services and instances over ordinary etcd keys under `/_beacon/`.
+//!
+//! Every catalog write is an etcd write through Raft (a put of the instance's JSON record, with
+//! the instance's lease; a delete; a compare-and-swap txn for read-modify-write changes), so the
+//! catalog has exactly the KV guarantees: linearizable, revisioned, visible to etcd clients and
+//! watches. Reads are linearizable unless the request asks for `serializable`; they range over
+//! the service's key prefix and decode the records (`beacon_catalog`). `WatchService` is a KV
+//! watch on the service prefix inside this member ([`WatchStream`] with an internal request),
+//! so it inherits every watch guarantee: ordered, whole revisions, no gap across lag, resumable.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use beacon_catalog::{
+    decode_instance, encode_instance, instance_key, normalize_instance, service_prefix,
+    validate_instance, validate_instance_id, validate_service_name, CatalogError, INSTANCES_PREFIX,
+};
+use beacon_mvcc::{pb, WriteRequest, WriteResponse};
+use beacon_proto::beacon::v1::catalog_server::Catalog;
+use beacon_proto::beacon::v1::{
+    DeregisterRequest, DeregisterResponse, DiscoverRequest, DiscoverResponse, GetServiceRequest,
+    GetServiceResponse, HeartbeatRequest, HeartbeatResponse, Instance, ListServicesRequest,
+    ListServicesResponse, Maintenance, RegisterRequest, RegisterResponse, SetMaintenanceRequest,
+    SetMaintenanceResponse, WatchServiceRequest, WatchServiceResponse,
+};
+use beacon_proto::etcdserverpb::{watch_request::RequestUnion, WatchCreateRequest, WatchRequest};
+use beacon_proto::mvccpb::KeyValue;
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::api_error::ApiError;
+use crate::raft_node::RaftNode;
+use crate::watch_hub::WatchHub;
+use crate::watch_stream::{StreamSettings, WatchRequests, WatchStream};
+
+/// Attempts of a compare-and-swap change before giving up (each loses only to a concurrent
+/// change of the same instance).
+const CAS_ATTEMPTS: usize = 16;
+
+/// Implements `beacon.v1.Catalog`.
+pub struct CatalogService {
+    pub node: Arc<RaftNode>,
+    pub hub: Arc<WatchHub>,
+    pub settings: StreamSettings,
+}
+
+fn invalid(error: CatalogError) -> Status {
+    ApiError::InvalidCatalog(error.to_string()).into()
+}
+
+fn unexpected(response: WriteResponse) -> Status {
+    ApiError::Internal(format!("mismatched apply response {response:?}")).into()
+}
+
+/// etcd's prefix range end: the prefix with its last byte incremented.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl CatalogService {
+    fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
+        self.node.header(revision)
+    }
+
+    /// Every live record under `prefix`, decoded, at this member's applied revision (after a read
+    /// barrier unless `serializable`).
+    async fn read_instances(
+        &self,
+        prefix: &[u8],
+        serializable: bool,
+    ) -> Result<(i64, Vec<Instance>), Status> {
+        if !serializable {
+            self.node.linearize().await?;
+        }
+        let response = self
+            .node
+            .reader
+            .range(&pb::RangeRequest {
+                key: prefix.to_vec(),
+                range_end: prefix_end(prefix),
+                ..Default::default()
+            })
+            .map_err(ApiError::from)?;
+        let revision = response.header.map(|h| h.revision).unwrap_or_default();
+        let instances = response
+            .kvs
+            .iter()
+            .filter_map(|kv| match decode_instance(kv) {
+                Ok(instance) => Some(instance),
+                Err(error) => {
+                    // The KV guard refuses invalid records, so this is a record of another
+                    // version; skip it rather than fail every read of the service.
+                    tracing::warn!(%error, key = %String::from_utf8_lossy(&kv.key), "undecodable catalog record");
+                    None
+                }
+            })
+            .collect();
+        Ok((revision, instances))
+    }
+
+    /// The current record of one instance (linearizable).
+    async fn read_instance(&self, service: &str, id: &str) -> Result<KeyValue, Status> {
+        validate_service_name(service).map_err(invalid)?;
+        validate_instance_id(id).map_err(invalid)?;
+        self.node.linearize().await?;
+        let response = self
+            .node
+            .reader
+            .range(&pb::RangeRequest {
+                key: instance_key(service, id),
+                ..Default::default()
+            })
+            .map_err(ApiError::from)?;
+        response.kvs.into_iter().next().ok_or_else(|| {
+            ApiError::InstanceNotFound {
+                service: service.to_string(),
+                id: id.to_string(),
+            }
+            .into()
+        })
+    }
+}
+
+type WatchServiceStream = Pin<Box<dyn Stream<Item = Result<WatchServiceResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Catalog for CatalogService {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let instance = request.into_inner().instance.ok_or_else(|| {
+            Status::from(ApiError::InvalidCatalog(
+                "register needs an instance".to_string(),
+            ))
+        })?;
+        let instance = normalize_instance(instance);
+        validate_instance(&instance).map_err(invalid)?;
+        let put = pb::PutRequest {
+            key: instance_key(&instance.service, &instance.id),
+            value: encode_instance(&instance),
+            lease: instance.lease,
+            prev_kv: true,
+            ..Default::default()
+        };
+        self.node
+            .check_request_size(prost::Message::encoded_len(&put))?;
+        match self.node.write(WriteRequest::Put(put.clone())).await? {
+            WriteResponse::Put(response) => {
+                let revision = response.header.map(|h| h.revision).unwrap_or_default();
+                let created = response.prev_kv.is_none();
+                let stored = KeyValue {
+                    key: put.key,
+                    value: put.value,
+                    lease: put.lease,
+                    mod_revision: revision,
+                    create_revision: response
+                        .prev_kv
+                        .map(|prev| prev.create_revision)
+                        .unwrap_or(revision),
+                    version: 1,
+                };
+                Ok(Response::new(RegisterResponse {
+                    header: self.header(revision),
+                    instance: Some(decode_instance(&stored).map_err(invalid)?),
+                    created,
+                }))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn deregister(
+        &self,
+        request: Request<DeregisterRequest>,
+    ) -> Result<Response<DeregisterResponse>, Status> {
+        let request = request.into_inner();
+        validate_service_name(&request.service).map_err(invalid)?;
+        validate_instance_id(&request.id).map_err(invalid)?;
+        let delete = pb::DeleteRangeRequest {
+            key: instance_key(&request.service, &request.id),
+            ..Default::default()
+        };
+        match self.node.write(WriteRequest::DeleteRange(delete)).await? {
+            WriteResponse::DeleteRange(response) => Ok(Response::new(DeregisterResponse {
+                header: self.header(response.header.map(|h| h.revision).unwrap_or_default()),
+                deleted: response.deleted > 0,
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        let record = self.read_instance(&request.service, &request.id).await?;
+        if record.lease == 0 {
+            return Ok(Response::new(HeartbeatResponse {
+                header: self.header(self.node.reader.current_revision()),
+                ttl: 0,
+            }));
+        }
+        let renew = WriteRequest::LeaseRenew(pb::LeaseKeepAliveRequest { id: record.lease });
+        match self.node.write(renew).await? {
+            WriteResponse::LeaseRenew(response) => Ok(Response::new(HeartbeatResponse {
+                header: self.header(self.node.reader.current_revision()),
+                ttl: response.ttl,
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn set_maintenance(
+        &self,
+        request: Request<SetMaintenanceRequest>,
+    ) -> Result<Response<SetMaintenanceResponse>, Status> {
+        let request = request.into_inner();
+        for _ in 0..CAS_ATTEMPTS {
+            let record = self.read_instance(&request.service, &request.id).await?;
+            let mut instance = decode_instance(&record).map_err(invalid)?;
+            instance.maintenance = request.enabled.then(|| Maintenance {
+                enabled: true,
+                reason: request.reason.clone(),
+            });
+            let put = pb::PutRequest {
+                key: record.key.clone(),
+                value: encode_instance(&instance),
+                lease: record.lease,
+                ..Default::default()
+            };
+            let txn = pb::TxnRequest {
+                compare: vec![pb::Compare {
+                    result: pb::compare::CompareResult::Equal as i32,
+                    target: pb::compare::CompareTarget::Mod as i32,
+                    key: record.key.clone(),
+                    range_end: Vec::new(),
+                    target_union: Some(pb::compare::TargetUnion::ModRevision(record.mod_revision)),
+                }],
+                success: vec![pb::RequestOp {
+                    request: Some(pb::request_op::Request::RequestPut(put)),
+                }],
+                failure: Vec::new(),
+            };
+            match self.node.write(WriteRequest::Txn(txn)).await? {
+                WriteResponse::Txn(response) if response.succeeded => {
+                    let revision = response.header.map(|h| h.revision).unwrap_or_default();
+                    instance.mod_revision = revision;
+                    return Ok(Response::new(SetMaintenanceResponse {
+                        header: self.header(revision),
+                        instance: Some(instance),
+                    }));
+                }
+                // Changed (or deregistered) since we read it: read again.
+                WriteResponse::Txn(_) => continue,
+                other => return Err(unexpected(other)),
+            }
+        }
+        Err(ApiError::Timeout.into())
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        let request = request.into_inner();
+        let (revision, instances) = self
+            .read_instances(INSTANCES_PREFIX.as_bytes(), request.serializable)
+            .await?;
+        Ok(Response::new(ListServicesResponse {
+            header: self.header(revision),
+            services: beacon_catalog::summarize(instances),
+        }))
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<GetServiceRequest>,
+    ) -> Result<Response<GetServiceResponse>, Status> {
+        let request = request.into_inner();
+        validate_service_name(&request.service).map_err(invalid)?;
+        let (revision, instances) = self
+            .read_instances(&service_prefix(&request.service), request.serializable)
+            .await?;
+        Ok(Response::new(GetServiceResponse {
+            header: self.header(revision),
+            instances,
+        }))
+    }
+
+    async fn discover(
+        &self,
+        request: Request<DiscoverRequest>,
+    ) -> Result<Response<DiscoverResponse>, Status> {
+        let request = request.into_inner();
+        validate_service_name(&request.service).map_err(invalid)?;
+        let (revision, instances) = self
+            .read_instances(&service_prefix(&request.service), request.serializable)
+            .await?;
+        let discovery = beacon_catalog::discover(instances, &request, &mut rand::thread_rng());
+        Ok(Response::new(DiscoverResponse {
+            header: self.header(revision),
+            instances: discovery.instances,
+            failed_open: discovery.failed_open,
+        }))
+    }
+
+    type WatchServiceStream = WatchServiceStream;
+
+    async fn watch_service(
+        &self,
+        request: Request<WatchServiceRequest>,
+    ) -> Result<Response<Self::WatchServiceStream>, Status> {
+        let request = request.into_inner();
+        validate_service_name(&request.service).map_err(invalid)?;
+        let prefix = service_prefix(&request.service);
+        let (snapshot, start_revision) = if request.start_revision > 0 {
+            (None, request.start_revision)
+        } else {
+            let (revision, instances) = self.read_instances(&prefix, false).await?;
+            let snapshot = WatchServiceResponse {
+                header: self.header(revision),
+                snapshot: true,
+                instances,
+                ..Default::default()
+            };
+            (Some(snapshot), revision + 1)
+        };
+        let create = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                range_end: prefix_end(&prefix),
+                key: prefix,
+                start_revision,
+                prev_kv: true,
+                ..Default::default()
+            })),
+        };
+        // One request, then the request side stays open (a closed side would still deliver,
+        // but there is nothing more to ask).
+        let requests: WatchRequests =
+            Box::pin(futures::stream::iter([Ok(create)]).chain(futures::stream::pending()));
+        let stream = WatchStream::new(
+            self.hub.clone(),
+            self.node.reader.clone(),
+            self.settings.clone(),
+            requests,
+            None,
+        );
+        let node = self.node.clone();
+        let changes = futures::stream::unfold(Some(stream), move |stream| {
+            let node = node.clone();
+            async move {
+                let mut stream = stream?;
+                loop {
+                    let response = match stream.next_response().await? {
+                        Ok(response) => response,
+                        Err(status) => return Some((Err(status), None)),
+                    };
+                    if response.canceled {
+                        let ended = if response.compact_revision > 0 {
+                            Ok(WatchServiceResponse {
+                                header: node.header(response.compact_revision),
+                                compact_revision: response.compact_revision,
+                                ..Default::default()
+                            })
+                        } else {
+                            Err(ApiError::Internal(response.cancel_reason).into())
+                        };
+                        return Some((ended, None));
+                    }
+                    let mut events = Vec::with_capacity(response.events.len());
+                    let mut revision = 0;
+                    for event in &response.events {
+                        revision = event.kv.as_ref().map_or(revision, |kv| kv.mod_revision);
+                        match beacon_catalog::instance_event(event) {
+                            Ok(Some(event)) => events.push(event),
+                            Ok(None) => {}
+                            Err(error) => tracing::warn!(%error, "undecodable catalog event"),
+                        }
+                    }
+                    if events.is_empty() {
+                        // `created`, progress, or records that are not instances.
+                        continue;
+                    }
+                    let changes = WatchServiceResponse {
+                        header: node.header(revision),
+                        events,
+                        ..Default::default()
+                    };
+                    return Some((Ok(changes), Some(stream)));
+                }
+            }
+        });
+        let responses = futures::stream::iter(snapshot.map(Ok)).chain(changes);
+        Ok(Response::new(Box::pin(responses)))
+    }
+}
