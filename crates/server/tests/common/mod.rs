@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use beacon_proto::etcdserverpb::kv_client::KvClient;
+use beacon_proto::etcdserverpb::lease_client::LeaseClient;
 use beacon_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use beacon_proto::etcdserverpb::watch_client::WatchClient;
 use beacon_proto::etcdserverpb::watch_request::RequestUnion;
@@ -174,6 +175,14 @@ impl TestCluster {
         KvClient::new(channel)
     }
 
+    /// A Lease client on member `index` (no overall timeout: keepalive streams live long).
+    pub async fn lease(&self, index: usize) -> LeaseClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.nodes[index].client_addr))
+            .expect("valid uri")
+            .connect_lazy();
+        LeaseClient::new(channel)
+    }
+
     /// A Watch client on member `index` (no overall timeout: streams live long; large
     /// responses allowed, as etcd's clients do).
     pub async fn watch(&self, index: usize) -> WatchClient<Channel> {
@@ -181,6 +190,17 @@ impl TestCluster {
             .expect("valid uri")
             .connect_lazy();
         WatchClient::new(channel).max_decoding_message_size(usize::MAX)
+    }
+
+    /// A Catalog client on member `index` (no overall timeout: service watches live long).
+    pub async fn catalog(
+        &self,
+        index: usize,
+    ) -> beacon_proto::beacon::v1::catalog_client::CatalogClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.nodes[index].client_addr))
+            .expect("valid uri")
+            .connect_lazy();
+        beacon_proto::beacon::v1::catalog_client::CatalogClient::new(channel)
     }
 
     pub async fn maintenance(&self, index: usize) -> MaintenanceClient<Channel> {
