@@ -8,7 +8,7 @@
 //! was not renewed since (same generation), so a renewal committed just before an expiry always
 //! wins, and a deposed leader's stale decision changes nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +65,9 @@ struct Lease {
 #[derive(Debug, Clone, Default)]
 pub struct LeaseTable {
     leases: BTreeMap<i64, Lease>,
+    /// The lease each attached key belongs to (the reverse of `Lease::keys`). Events cannot
+    /// tell: a delete's `prev_kv` is the key before the whole txn, not before the delete.
+    attached: HashMap<Vec<u8>, i64>,
     changes: Vec<LeaseChange>,
 }
 
@@ -99,9 +102,7 @@ impl LeaseTable {
                 ..Default::default()
             };
             for kv in kv.range(reader, &everything)?.kvs {
-                if let Some(lease) = table.leases.get_mut(&kv.lease) {
-                    lease.keys.insert(kv.key);
-                }
+                table.attach(kv.key, kv.lease);
             }
         }
         Ok(table)
@@ -130,21 +131,29 @@ impl LeaseTable {
         std::mem::take(&mut self.changes)
     }
 
-    /// Keeps attachments in step with the store: a put attaches its key to its lease, and any
-    /// change detaches the key from the lease of its previous version.
+    /// Keeps attachments in step with the store, in event order: any change detaches the key
+    /// from its lease, and a put attaches it to the put's lease.
     fn track(&mut self, events: &[mvccpb::Event]) {
         for event in events {
-            if let Some(previous) = &event.prev_kv {
-                if let Some(lease) = self.leases.get_mut(&previous.lease) {
-                    lease.keys.remove(&previous.key);
-                }
-            }
+            let Some(kv) = &event.kv else { continue };
+            self.detach(&kv.key);
             if event.r#type == mvccpb::event::EventType::Put as i32 {
-                if let Some(kv) = &event.kv {
-                    if let Some(lease) = self.leases.get_mut(&kv.lease) {
-                        lease.keys.insert(kv.key.clone());
-                    }
-                }
+                self.attach(kv.key.clone(), kv.lease);
+            }
+        }
+    }
+
+    fn attach(&mut self, key: Vec<u8>, lease_id: i64) {
+        if let Some(lease) = self.leases.get_mut(&lease_id) {
+            lease.keys.insert(key.clone());
+            self.attached.insert(key, lease_id);
+        }
+    }
+
+    fn detach(&mut self, key: &[u8]) {
+        if let Some(lease_id) = self.attached.remove(key) {
+            if let Some(lease) = self.leases.get_mut(&lease_id) {
+                lease.keys.remove(key);
             }
         }
     }
@@ -210,7 +219,11 @@ impl LeaseTable {
             }
             Ok(())
         })?;
-        self.leases.remove(&lease_id);
+        if let Some(lease) = self.leases.remove(&lease_id) {
+            for key in &lease.keys {
+                self.attached.remove(key);
+            }
+        }
         self.changes.push(LeaseChange::Removed(lease_id));
         Ok(events)
     }

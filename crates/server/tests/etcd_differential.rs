@@ -1,13 +1,16 @@
-//! Differential test: the same seeded random sequence of KV requests against a real etcd 3.4
+//! Differential test: the same seeded random sequence of KV and lease requests against a real etcd 3.4
 //! and a Beacon cluster must give the same answers — kvs, counts, `more`, prev_kv, deleted,
-//! txn outcomes, revisions, and identical error codes and messages. This is what "etcd's MVCC
+//! txn outcomes, revisions, lease ids, attached keys and revocations, and identical error codes
+//! and messages (the remaining TTL is the one field left out: it depends on timing). This is what "etcd's MVCC
 //! semantics" means in practice; any divergence prints the request and both answers.
 
 mod common;
 
 use beacon_proto::etcdserverpb::kv_client::KvClient;
+use beacon_proto::etcdserverpb::lease_client::LeaseClient;
 use beacon_proto::etcdserverpb::{
-    compare, request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest,
+    compare, request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest,
+    LeaseGrantRequest, LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest,
     RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
 };
 use common::TestCluster;
@@ -24,6 +27,19 @@ enum Request {
     Delete(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
+    LeaseTimeToLive(LeaseTimeToLiveRequest),
+    LeaseLeases,
+}
+
+/// Lease ids the sequence uses; the last one is never granted. TTLs are long enough never to
+/// expire during the test, so both sides decide everything by request order alone.
+const LEASES: [i64; 4] = [1, 2, 3, 99];
+const LEASE_TTL: i64 = 3600;
+
+fn lease(rng: &mut StdRng) -> i64 {
+    LEASES[rng.gen_range(0..LEASES.len())]
 }
 
 fn key(rng: &mut StdRng) -> Vec<u8> {
@@ -78,6 +94,8 @@ fn range(rng: &mut StdRng, current: i64) -> RangeRequest {
 /// key and then puts it with ignore_value; Beacon answers "key not found" and changes nothing.
 fn put(rng: &mut StdRng, top_level: bool) -> PutRequest {
     let ignore_value = top_level && rng.gen_bool(0.1);
+    let ignore_lease = top_level && rng.gen_bool(0.05);
+    let lease = if rng.gen_bool(0.2) { lease(rng) } else { 0 };
     PutRequest {
         key: key(rng),
         value: if ignore_value {
@@ -87,7 +105,13 @@ fn put(rng: &mut StdRng, top_level: bool) -> PutRequest {
         },
         prev_kv: rng.gen_bool(0.5),
         ignore_value,
-        ..Default::default()
+        // Both set is etcd's "lease is provided" error.
+        lease: if ignore_lease && rng.gen_bool(0.7) {
+            0
+        } else {
+            lease
+        },
+        ignore_lease,
     }
 }
 
@@ -154,11 +178,21 @@ fn request(rng: &mut StdRng, current: i64) -> Request {
         0..=29 => Request::Range(range(rng, current)),
         30..=59 => Request::Put(put(rng, true)),
         60..=69 => Request::Delete(delete(rng)),
-        70..=95 => Request::Txn(txn(rng, current, 0)),
-        _ => Request::Compact(CompactionRequest {
+        70..=86 => Request::Txn(txn(rng, current, 0)),
+        87..=89 => Request::Compact(CompactionRequest {
             revision: rng.gen_range(0..=current + 1),
             physical: false,
         }),
+        90..=93 => Request::LeaseGrant(LeaseGrantRequest {
+            ttl: LEASE_TTL,
+            id: lease(rng),
+        }),
+        94..=95 => Request::LeaseRevoke(LeaseRevokeRequest { id: lease(rng) }),
+        96..=98 => Request::LeaseTimeToLive(LeaseTimeToLiveRequest {
+            id: lease(rng),
+            keys: rng.gen_bool(0.7),
+        }),
+        _ => Request::LeaseLeases,
     }
 }
 
@@ -188,7 +222,7 @@ fn normalize_ops(responses: &mut [ResponseOp]) {
 }
 
 async fn send(
-    kv: &mut KvClient<Channel>,
+    (kv, leases): &mut (KvClient<Channel>, LeaseClient<Channel>),
     request: &Request,
 ) -> Result<(String, i64), (tonic::Code, String)> {
     let status = |s: tonic::Status| (s.code(), s.message().to_string());
@@ -219,6 +253,38 @@ async fn send(
             header(&mut response.header);
             (format!("{response:?}"), response.header.map(|h| h.revision))
         }
+        Request::LeaseGrant(r) => {
+            let mut response = leases.lease_grant(r).await.map_err(status)?.into_inner();
+            header(&mut response.header);
+            (format!("{response:?}"), response.header.map(|h| h.revision))
+        }
+        Request::LeaseRevoke(r) => {
+            let mut response = leases.lease_revoke(r).await.map_err(status)?.into_inner();
+            header(&mut response.header);
+            (format!("{response:?}"), response.header.map(|h| h.revision))
+        }
+        Request::LeaseTimeToLive(r) => {
+            let mut response = leases
+                .lease_time_to_live(r)
+                .await
+                .map_err(status)?
+                .into_inner();
+            // Only whether it is alive is comparable; keys come in attachment order in etcd.
+            response.ttl = response.ttl.signum();
+            response.keys.sort();
+            header(&mut response.header);
+            (format!("{response:?}"), response.header.map(|h| h.revision))
+        }
+        Request::LeaseLeases => {
+            let mut response = leases
+                .lease_leases(LeaseLeasesRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            response.leases.sort_by_key(|lease| lease.id);
+            header(&mut response.header);
+            (format!("{response:?}"), response.header.map(|h| h.revision))
+        }
     };
     Ok((text, revision.unwrap_or_default()))
 }
@@ -229,10 +295,17 @@ async fn beacon_answers_like_etcd() {
         .expect("etcd is installed (scripts/install-deps.sh)");
     let cluster = TestCluster::start(3);
     let leader = cluster.wait_for_leader().await;
-    let mut beacon = cluster.kv((leader + 1) % 3).await;
-    let mut reference = KvClient::connect(format!("http://{}", etcd.endpoint()))
+    let follower = (leader + 1) % 3;
+    let mut beacon = (cluster.kv(follower).await, cluster.lease(follower).await);
+    let etcd_channel = Channel::from_shared(format!("http://{}", etcd.endpoint()))
+        .expect("etcd uri")
+        .connect()
         .await
         .expect("connect to etcd");
+    let mut reference = (
+        KvClient::new(etcd_channel.clone()),
+        LeaseClient::new(etcd_channel),
+    );
     let seed: u64 = std::env::var("BEACON_DIFF_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -244,6 +317,9 @@ async fn beacon_answers_like_etcd() {
         let request = request(&mut rng, current);
         let expected = send(&mut reference, &request).await;
         let actual = send(&mut beacon, &request).await;
+        if std::env::var_os("BEACON_DIFF_TRACE").is_some() {
+            eprintln!("step {step}: {request:?}\n  etcd:   {expected:?}");
+        }
         if let Ok((_, revision)) = &expected {
             current = current.max(*revision);
         }

@@ -259,3 +259,41 @@ fn restore_reattaches_keys_from_the_store() {
     assert!(restored.keys(2).is_empty());
     assert_eq!(restored.get(2), node.leases.get(2));
 }
+
+/// Found by the etcd differential test (seed 5): a txn that puts a key with a lease and then
+/// deletes it left the key attached, because the delete event's prev_kv is the key as it was
+/// before the whole txn (without the lease).
+#[test]
+fn a_key_put_with_a_lease_and_deleted_in_the_same_txn_is_not_attached() {
+    let mut node = Node::new();
+    node.grant(1, 10).expect("grant");
+    node.put("a", 0).expect("put");
+    let put = pb::RequestOp {
+        request: Some(Request::RequestPut(pb::PutRequest {
+            key: b"a".to_vec(),
+            lease: 1,
+            ..Default::default()
+        })),
+    };
+    let delete_all = pb::RequestOp {
+        request: Some(Request::RequestDeleteRange(pb::DeleteRangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        })),
+    };
+    node.apply(WriteRequest::Txn(pb::TxnRequest {
+        success: vec![put, delete_all],
+        ..Default::default()
+    }))
+    .expect("txn");
+    assert!(node.leases.keys(1).is_empty());
+    node.put("a", 0).expect("put");
+    node.apply(WriteRequest::LeaseRevoke(pb::LeaseRevokeRequest { id: 1 }))
+        .expect("revoke");
+    assert_eq!(
+        node.live_keys(),
+        vec!["a"],
+        "revoking must not touch the re-put key"
+    );
+}
