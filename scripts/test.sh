@@ -8,6 +8,8 @@ scripts/install-deps.sh
 echo "== cargo fmt"; cargo fmt --all -- --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
+# Tests that need etcd or beacond fail instead of skipping when the binary is missing.
+export BEACON_TEST_REQUIRE_SERVERS=1
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

@@ -16,6 +16,8 @@ use crate::record::decode_instance;
 ///   the service and id from the key (and the deletion's `mod_revision`). `prev_instance` is
 ///   left empty: `instance` already is the state before the change.
 ///
+/// `revision` is the change's own revision (the event's `mod_revision`) in both cases.
+///
 /// Fails when a record cannot be decoded (see [`decode_instance`]).
 pub fn instance_event(event: &Event) -> Result<Option<InstanceEvent>, CatalogError> {
     let Some(kv) = &event.kv else {
@@ -30,6 +32,7 @@ pub fn instance_event(event: &Event) -> Result<Option<InstanceEvent>, CatalogErr
             r#type: instance_event::EventType::Put as i32,
             instance: Some(decode_instance(kv)?),
             prev_instance,
+            revision: kv.mod_revision,
         },
         EventType::Delete => InstanceEvent {
             r#type: instance_event::EventType::Delete as i32,
@@ -40,6 +43,7 @@ pub fn instance_event(event: &Event) -> Result<Option<InstanceEvent>, CatalogErr
                 ..Instance::default()
             })),
             prev_instance: None,
+            revision: kv.mod_revision,
         },
     };
     Ok(Some(catalog_event))

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{bench, endpoint, kv, member, txn, watch};
+use crate::commands::{bench, endpoint, kv, lease, member, service, txn, watch};
 use crate::output::Format;
 
 /// `beacon`: talk to a Beacon (or any etcd v3) cluster.
@@ -50,6 +50,18 @@ pub enum Command {
     Txn(txn::TxnArgs),
     /// Print changes to a key or range as they happen (Ctrl-C to stop).
     Watch(watch::WatchArgs),
+    /// Leases: grant, revoke, keep alive, list, time to live.
+    Lease {
+        /// The lease command.
+        #[command(subcommand)]
+        command: lease::LeaseCommand,
+    },
+    /// The service catalog: register, deregister, list, show, discover, watch, maintenance.
+    Service {
+        /// The catalog command.
+        #[command(subcommand)]
+        command: service::ServiceCommand,
+    },
     /// Cluster membership.
     Member {
         /// The member command.
@@ -62,12 +74,26 @@ pub enum Command {
         #[command(subcommand)]
         command: endpoint::EndpointCommand,
     },
-    /// Benchmark a cluster through the etcd v3 API (works against etcd and Beacon alike).
+    /// Benchmark a cluster: the etcd v3 cases work against etcd and Beacon alike, the catalog
+    /// cases need Beacon.
     Bench {
         /// The benchmark case.
         #[command(subcommand)]
         case: bench::BenchCase,
     },
+}
+
+impl Command {
+    /// Whether the command handles SIGINT and SIGTERM itself, to clean up before it exits
+    /// (`service register --ttl` deregisters), instead of `main` cutting it short on Ctrl-C.
+    pub fn handles_signals(&self) -> bool {
+        matches!(
+            self,
+            Command::Service {
+                command: service::ServiceCommand::Register(args)
+            } if args.ttl.is_some()
+        )
+    }
 }
 
 /// Parses `500ms`, `5s`, `1.5s`, `2m`, or a bare number of seconds.

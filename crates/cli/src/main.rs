@@ -1,6 +1,7 @@
 //! `beacon`, the command-line client: parses arguments, connects a [`beacon_client::Client`],
 //! runs one command, prints its result through [`output`]. Errors go to stderr as one line and
-//! exit with status 1; Ctrl-C exits with 130.
+//! exit with status 1; Ctrl-C exits with 130, except for a command that handles signals itself
+//! to clean up (`service register --ttl`, which deregisters and exits 0).
 
 mod args;
 mod commands;
@@ -19,7 +20,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let handles_signals = cli.command.handles_signals();
     let outcome = runtime.block_on(async {
+        if handles_signals {
+            return Some(commands::run(cli).await);
+        }
         tokio::select! {
             result = commands::run(cli) => Some(result),
             _ = tokio::signal::ctrl_c() => None,

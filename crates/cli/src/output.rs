@@ -2,10 +2,15 @@
 //! either an aligned text table or one JSON document. Commands never format text themselves, so
 //! the two formats cannot drift apart.
 //!
-//! Conventions (etcdctl's where it has one): member ids are hex; keys and values are shown as
-//! UTF-8 (invalid bytes replaced) in both formats.
+//! Conventions (etcdctl's where it has one): member and lease ids are hex (lease ids zero-padded
+//! to 16 digits in lease commands, as etcdctl prints them); keys and values are shown as UTF-8
+//! (invalid bytes replaced) in both formats; health statuses are lowercase words (`passing`).
 
-use beacon_client::{mvccpb, pb, WatchBatch};
+use beacon_client::beaconpb::{
+    self, check, instance_event, DeregisterResponse, DiscoverResponse, HealthStatus, Instance,
+    ListServicesResponse, RegisterResponse,
+};
+use beacon_client::{mvccpb, pb, RegistrationState, ServiceUpdate, WatchBatch};
 use serde_json::{json, Value};
 
 /// The output format chosen with `-o`.
@@ -69,6 +74,24 @@ pub struct WatchCapacityReport {
     pub all_seconds: f64,
     /// Seconds the watches were held open afterwards.
     pub hold_seconds: f64,
+}
+
+/// The result of `bench service-watch`.
+#[derive(Debug, Clone)]
+pub struct ServiceWatchReport {
+    /// WatchService streams.
+    pub watchers: u64,
+    /// Connections carrying them.
+    pub connections: u64,
+    /// Registrations sent (one at a time).
+    pub registrations: u64,
+    /// Wall-clock duration of the registrations in seconds.
+    pub seconds: f64,
+    /// Register sent → event received, over every (registration, watcher) pair: p50, p99, max
+    /// in milliseconds.
+    pub all_ms: [f64; 3],
+    /// Register sent → event received by the last watcher, per registration: p50, p99, max.
+    pub last_ms: [f64; 3],
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -546,6 +569,54 @@ pub fn bench(format: Format, report: &BenchReport) -> String {
     }
 }
 
+/// `bench service-watch`.
+pub fn bench_service_watch(format: Format, report: &ServiceWatchReport) -> String {
+    let [p50, p99, max] = report.all_ms;
+    let [last_p50, last_p99, last_max] = report.last_ms;
+    match format {
+        Format::Json => json!({
+            "case": "service-watch",
+            "watchers": report.watchers,
+            "connections": report.connections,
+            "registrations": report.registrations,
+            "seconds": report.seconds,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "max_ms": max,
+            "last_p50_ms": last_p50,
+            "last_p99_ms": last_p99,
+            "last_max_ms": last_max,
+        })
+        .to_string(),
+        Format::Table => table(
+            &[
+                "CASE",
+                "WATCHERS",
+                "CONNS",
+                "REGISTRATIONS",
+                "P50",
+                "P99",
+                "MAX",
+                "LAST P50",
+                "LAST P99",
+                "LAST MAX",
+            ],
+            &[vec![
+                "service-watch".to_string(),
+                report.watchers.to_string(),
+                report.connections.to_string(),
+                report.registrations.to_string(),
+                format!("{p50:.3}ms"),
+                format!("{p99:.3}ms"),
+                format!("{max:.3}ms"),
+                format!("{last_p50:.3}ms"),
+                format!("{last_p99:.3}ms"),
+                format!("{last_max:.3}ms"),
+            ]],
+        ),
+    }
+}
+
 /// `bench watch-capacity`.
 pub fn watch_capacity(format: Format, report: &WatchCapacityReport) -> String {
     let rate = report.watches as f64 / report.all_seconds.max(f64::MIN_POSITIVE);
@@ -589,6 +660,518 @@ pub fn watch_capacity(format: Format, report: &WatchCapacityReport) -> String {
     }
 }
 
+/// A lease id as etcdctl prints it in lease commands: 16 hex digits.
+fn lease_hex(id: i64) -> String {
+    format!("{id:016x}")
+}
+
+/// `lease grant`.
+pub fn lease_grant(format: Format, response: &pb::LeaseGrantResponse) -> String {
+    match format {
+        Format::Json => json!({
+            "header": header_json(&response.header),
+            "id": lease_hex(response.id),
+            "ttl": response.ttl,
+        })
+        .to_string(),
+        Format::Table => format!(
+            "lease {} granted with TTL({}s)",
+            lease_hex(response.id),
+            response.ttl
+        ),
+    }
+}
+
+/// `lease revoke`.
+pub fn lease_revoke(format: Format, id: i64, response: &pb::LeaseRevokeResponse) -> String {
+    match format {
+        Format::Json => json!({
+            "header": header_json(&response.header),
+            "id": lease_hex(id),
+            "revoked": true,
+        })
+        .to_string(),
+        Format::Table => format!("lease {} revoked", lease_hex(id)),
+    }
+}
+
+/// `lease keep-alive`: one renewal.
+pub fn lease_keep_alive(format: Format, id: i64, ttl: i64) -> String {
+    match format {
+        Format::Json => json!({ "id": lease_hex(id), "ttl": ttl }).to_string(),
+        Format::Table => format!("lease {} keepalived with TTL({ttl})", lease_hex(id)),
+    }
+}
+
+/// `lease list`.
+pub fn lease_list(format: Format, response: &pb::LeaseLeasesResponse) -> String {
+    let ids: Vec<String> = response
+        .leases
+        .iter()
+        .map(|lease| lease_hex(lease.id))
+        .collect();
+    match format {
+        Format::Json => json!({
+            "header": header_json(&response.header),
+            "leases": ids,
+        })
+        .to_string(),
+        Format::Table => {
+            let mut lines = vec![format!("found {} leases", ids.len())];
+            lines.extend(ids);
+            lines.join("\n")
+        }
+    }
+}
+
+/// `lease ttl`: etcdctl's `lease timetolive` wording; TTL -1 means the lease is gone.
+pub fn lease_ttl(format: Format, response: &pb::LeaseTimeToLiveResponse, keys: bool) -> String {
+    let key_names: Vec<String> = response.keys.iter().map(|key| text(key)).collect();
+    match format {
+        Format::Json => json!({
+            "header": header_json(&response.header),
+            "id": lease_hex(response.id),
+            "ttl": response.ttl,
+            "granted_ttl": response.granted_ttl,
+            "keys": key_names,
+        })
+        .to_string(),
+        Format::Table if response.ttl == -1 => {
+            format!("lease {} already expired", lease_hex(response.id))
+        }
+        Format::Table => {
+            let mut line = format!(
+                "lease {} granted with TTL({}s), remaining({}s)",
+                lease_hex(response.id),
+                response.granted_ttl,
+                response.ttl
+            );
+            if keys {
+                line.push_str(&format!(", attached keys([{}])", key_names.join(" ")));
+            }
+            line
+        }
+    }
+}
+
+fn health_word(health: HealthStatus) -> &'static str {
+    match health {
+        HealthStatus::Passing => "passing",
+        HealthStatus::Warning => "warning",
+        HealthStatus::Critical => "critical",
+        HealthStatus::Unspecified => "unknown",
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+fn address_port(instance: &Instance) -> String {
+    if instance.address.contains(':') {
+        format!("[{}]:{}", instance.address, instance.port)
+    } else {
+        format!("{}:{}", instance.address, instance.port)
+    }
+}
+
+/// Metadata as `k=v` pairs, sorted by key (the wire map has no order).
+fn sorted_metadata(instance: &Instance) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = instance
+        .metadata
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+fn check_kind(check: &beaconpb::Check) -> (&'static str, String) {
+    match &check.kind {
+        Some(check::Kind::Http(http)) => ("http", http.url.clone()),
+        Some(check::Kind::Tcp(tcp)) => ("tcp", tcp.address.clone()),
+        Some(check::Kind::Grpc(grpc)) => ("grpc", grpc.address.clone()),
+        Some(check::Kind::Ttl(ttl)) => ("ttl", format!("{}ms", ttl.ttl_ms)),
+        None => ("-", String::new()),
+    }
+}
+
+fn instance_json(instance: &Instance) -> Value {
+    let maintenance = instance.maintenance.clone().unwrap_or_default();
+    json!({
+        "service": instance.service,
+        "id": instance.id,
+        "address": instance.address,
+        "port": instance.port,
+        "tags": instance.tags,
+        "metadata": sorted_metadata(instance)
+            .into_iter()
+            .map(|(key, value)| (key, Value::String(value)))
+            .collect::<serde_json::Map<String, Value>>(),
+        "weight": instance.weight.max(1),
+        "lease": format!("{:x}", instance.lease),
+        "health": health_word(instance.health()),
+        "maintenance": { "enabled": maintenance.enabled, "reason": maintenance.reason },
+        "checks": instance.checks.iter().map(|check| {
+            let (kind, target) = check_kind(check);
+            let state = check.state.clone().unwrap_or_default();
+            json!({
+                "id": check.id,
+                "kind": kind,
+                "target": target,
+                "status": health_word(state.status()),
+                "output": state.output,
+                "since_unix_ms": state.since_unix_ms,
+            })
+        }).collect::<Vec<_>>(),
+        "create_revision": instance.create_revision,
+        "mod_revision": instance.mod_revision,
+    })
+}
+
+fn instances_table(instances: &[Instance]) -> String {
+    let rows: Vec<_> = instances
+        .iter()
+        .map(|instance| {
+            let maintenance = match &instance.maintenance {
+                Some(maintenance) if maintenance.enabled && maintenance.reason.is_empty() => {
+                    "on".to_string()
+                }
+                Some(maintenance) if maintenance.enabled => format!("on ({})", maintenance.reason),
+                _ => "-".to_string(),
+            };
+            let or_dash = |text: String| {
+                if text.is_empty() {
+                    "-".to_string()
+                } else {
+                    text
+                }
+            };
+            vec![
+                instance.id.clone(),
+                instance.address.clone(),
+                instance.port.to_string(),
+                health_word(instance.health()).to_string(),
+                or_dash(instance.tags.join(",")),
+                or_dash(
+                    sorted_metadata(instance)
+                        .iter()
+                        .map(|(key, value)| format!("{key}={value}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                instance.weight.max(1).to_string(),
+                if instance.lease == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:x}", instance.lease)
+                },
+                maintenance,
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "ID", "ADDRESS", "PORT", "HEALTH", "TAGS", "META", "WEIGHT", "LEASE", "MAINT",
+        ],
+        &rows,
+    );
+    for instance in instances {
+        for check in &instance.checks {
+            let (kind, target) = check_kind(check);
+            let state = check.state.clone().unwrap_or_default();
+            out.push_str(&format!(
+                "\n  check {}/{} {kind} {target}: {}",
+                instance.id,
+                check.id,
+                health_word(state.status())
+            ));
+            if !state.output.is_empty() {
+                out.push_str(&format!(" ({})", state.output));
+            }
+        }
+    }
+    out
+}
+
+/// `service register` (without `--ttl`, and the first line of the kept-alive form).
+pub fn service_register(format: Format, response: &RegisterResponse) -> String {
+    let instance = response.instance.clone().unwrap_or_default();
+    match format {
+        Format::Json => json!({
+            "header": header_json(&response.header),
+            "created": response.created,
+            "instance": instance_json(&instance),
+        })
+        .to_string(),
+        Format::Table => format!(
+            "{} {}/{}\n{}",
+            if response.created {
+                "registered"
+            } else {
+                "replaced"
+            },
+            instance.service,
+            instance.id,
+            instances_table(std::slice::from_ref(&instance))
+        ),
+    }
+}
+
+/// The stderr line `service register --ttl` prints while it keeps the instance alive, and on
+/// each change of its registration.
+pub fn registration_state(state: &RegistrationState) -> String {
+    match state {
+        RegistrationState::Registered {
+            instance,
+            lease_id,
+            ttl,
+            generation: 1,
+        } => format!(
+            "keeping {}/{} registered with lease {} (TTL {ttl}s); Ctrl-C to deregister",
+            instance.service,
+            instance.id,
+            lease_hex(*lease_id)
+        ),
+        RegistrationState::Registered {
+            instance,
+            lease_id,
+            generation,
+            ..
+        } => format!(
+            "registered {}/{} again with lease {} (registration {generation})",
+            instance.service,
+            instance.id,
+            lease_hex(*lease_id)
+        ),
+        RegistrationState::Reregistering {
+            lost_lease_id,
+            reason,
+            ..
+        } => format!(
+            "lease {} lost ({reason}); registering again",
+            lease_hex(*lost_lease_id)
+        ),
+    }
+}
+
+/// The stderr line `service register --ttl` prints once it deregistered on a signal.
+pub fn registration_ended(service: &str, id: &str) -> String {
+    format!("deregistered {service}/{id}")
+}
+
+/// `service deregister`.
+pub fn service_deregister(
+    format: Format,
+    service: &str,
+    id: &str,
+    response: &DeregisterResponse,
+) -> String {
+    match format {
+        Format::Json => json!({
+            "header": header_json(&response.header),
+            "service": service,
+            "id": id,
+            "deleted": response.deleted,
+        })
+        .to_string(),
+        Format::Table if response.deleted => format!("deregistered {service}/{id}"),
+        Format::Table => format!("{service}/{id} was not registered"),
+    }
+}
+
+/// `service list`.
+pub fn service_list(format: Format, response: &ListServicesResponse) -> String {
+    match format {
+        Format::Json => json!({
+            "header": header_json(&response.header),
+            "services": response.services.iter().map(|service| json!({
+                "name": service.name,
+                "instances": service.instances,
+                "passing": service.passing,
+                "warning": service.warning,
+                "critical": service.critical,
+                "maintenance": service.maintenance,
+            })).collect::<Vec<_>>(),
+        })
+        .to_string(),
+        Format::Table => {
+            let rows: Vec<_> = response
+                .services
+                .iter()
+                .map(|service| {
+                    vec![
+                        service.name.clone(),
+                        service.instances.to_string(),
+                        service.passing.to_string(),
+                        service.warning.to_string(),
+                        service.critical.to_string(),
+                        service.maintenance.to_string(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "SERVICE",
+                    "INSTANCES",
+                    "PASSING",
+                    "WARNING",
+                    "CRITICAL",
+                    "MAINTENANCE",
+                ],
+                &rows,
+            )
+        }
+    }
+}
+
+/// `service show`: every instance of a service (also used for one changed instance).
+pub fn service_instances(
+    format: Format,
+    header: &Option<pb::ResponseHeader>,
+    instances: &[Instance],
+) -> String {
+    match format {
+        Format::Json => json!({
+            "header": header_json(header),
+            "instances": instances.iter().map(instance_json).collect::<Vec<_>>(),
+        })
+        .to_string(),
+        Format::Table => instances_table(instances),
+    }
+}
+
+/// `service discover`: the instances in the order to call them, and whether the answer failed
+/// open (no instance passed, so every instance is listed).
+pub fn service_discover(format: Format, response: &DiscoverResponse) -> String {
+    match format {
+        Format::Json => json!({
+            "header": header_json(&response.header),
+            "failed_open": response.failed_open,
+            "instances": response.instances.iter().map(instance_json).collect::<Vec<_>>(),
+        })
+        .to_string(),
+        Format::Table => {
+            let mut out = instances_table(&response.instances);
+            if response.failed_open {
+                out.push_str(
+                    "\n(failed open: no instance is passing, so every instance is listed)",
+                );
+            }
+            out
+        }
+    }
+}
+
+/// `service maintenance on|off`.
+pub fn service_maintenance(format: Format, response: &beaconpb::SetMaintenanceResponse) -> String {
+    let instance = response.instance.clone().unwrap_or_default();
+    match format {
+        Format::Json => json!({
+            "header": header_json(&response.header),
+            "instance": instance_json(&instance),
+        })
+        .to_string(),
+        Format::Table => {
+            let enabled = instance
+                .maintenance
+                .as_ref()
+                .is_some_and(|maintenance| maintenance.enabled);
+            format!(
+                "maintenance {} for {}/{}\n{}",
+                if enabled { "on" } else { "off" },
+                instance.service,
+                instance.id,
+                instances_table(std::slice::from_ref(&instance))
+            )
+        }
+    }
+}
+
+/// `service watch`: one update as lines. The snapshot is a `SNAPSHOT` line and one `INSTANCE`
+/// line per instance; then each event is a `PUT` line (`service id address:port health`) or a
+/// `DELETE` line (`service id`), ending with `revision=N`. A PUT's revision is the instance's;
+/// a DELETE's is the update's last revision (the wire event does not carry the revision of a
+/// deletion, and an update may hold several revisions while the watch catches up). JSON: one
+/// object per line, for the snapshot and for each event.
+pub fn service_watch(format: Format, service: &str, update: &ServiceUpdate) -> String {
+    let mut lines = Vec::new();
+    match update {
+        ServiceUpdate::Snapshot {
+            revision,
+            instances,
+            ..
+        } => match format {
+            Format::Json => lines.push(
+                json!({
+                    "type": "SNAPSHOT",
+                    "service": service,
+                    "revision": revision,
+                    "instances": instances.iter().map(instance_json).collect::<Vec<_>>(),
+                })
+                .to_string(),
+            ),
+            Format::Table => {
+                lines.push(format!(
+                    "SNAPSHOT {service} revision={revision} instances={}",
+                    instances.len()
+                ));
+                for instance in instances {
+                    lines.push(format!("INSTANCE {}", instance_words(instance)));
+                }
+            }
+        },
+        ServiceUpdate::Changes {
+            revision, events, ..
+        } => {
+            for event in events {
+                let instance = event.instance.clone().unwrap_or_default();
+                let (kind, revision) = match event.r#type() {
+                    instance_event::EventType::Put if instance.mod_revision > 0 => {
+                        ("PUT", instance.mod_revision)
+                    }
+                    instance_event::EventType::Put => ("PUT", *revision),
+                    instance_event::EventType::Delete => ("DELETE", *revision),
+                };
+                lines.push(match format {
+                    Format::Json => json!({
+                        "type": kind,
+                        "service": instance.service,
+                        "id": instance.id,
+                        "revision": revision,
+                        "instance": instance_json(&instance),
+                    })
+                    .to_string(),
+                    Format::Table if kind == "PUT" => {
+                        format!("PUT {} revision={revision}", instance_words(&instance))
+                    }
+                    Format::Table => format!(
+                        "DELETE {} {} revision={revision}",
+                        instance.service, instance.id
+                    ),
+                });
+            }
+        }
+    }
+    lines.join("\n")
+}
+
+/// `service id address:port health [maintenance]`.
+fn instance_words(instance: &Instance) -> String {
+    let mut words = format!(
+        "{} {} {} {}",
+        instance.service,
+        instance.id,
+        address_port(instance),
+        health_word(instance.health())
+    );
+    if instance
+        .maintenance
+        .as_ref()
+        .is_some_and(|maintenance| maintenance.enabled)
+    {
+        words.push_str(" maintenance");
+    }
+    words
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,6 +1202,94 @@ mod tests {
         let parsed: Value =
             serde_json::from_str(&members(Format::Json, &response)).expect("valid json");
         assert_eq!(parsed["members"][0]["id"], "8e9e05c52164694d");
+    }
+
+    fn web_instance() -> Instance {
+        Instance {
+            service: "web".into(),
+            id: "web-1".into(),
+            address: "127.0.0.1".into(),
+            port: 8080,
+            health: HealthStatus::Passing as i32,
+            mod_revision: 7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lease_ids_are_16_hex_digits_like_etcdctl() {
+        let granted = pb::LeaseGrantResponse {
+            id: 0x2b,
+            ttl: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            lease_grant(Format::Table, &granted),
+            "lease 000000000000002b granted with TTL(10s)"
+        );
+    }
+
+    #[test]
+    fn service_watch_prints_one_line_per_instance_and_event() {
+        let snapshot = ServiceUpdate::Snapshot {
+            header: Default::default(),
+            revision: 5,
+            instances: vec![web_instance()],
+        };
+        assert_eq!(
+            service_watch(Format::Table, "web", &snapshot),
+            "SNAPSHOT web revision=5 instances=1\nINSTANCE web web-1 127.0.0.1:8080 passing"
+        );
+        let mut drained = web_instance();
+        drained.address = "::1".into();
+        drained.maintenance = Some(beaconpb::Maintenance {
+            enabled: true,
+            reason: String::new(),
+        });
+        let event = |kind: instance_event::EventType, instance: Instance| beaconpb::InstanceEvent {
+            r#type: kind as i32,
+            instance: Some(instance),
+            prev_instance: None,
+        };
+        let changes = ServiceUpdate::Changes {
+            header: Default::default(),
+            revision: 9,
+            events: vec![
+                event(instance_event::EventType::Put, drained),
+                event(instance_event::EventType::Delete, web_instance()),
+            ],
+        };
+        assert_eq!(
+            service_watch(Format::Table, "web", &changes),
+            "PUT web web-1 [::1]:8080 passing maintenance revision=7\nDELETE web web-1 revision=9"
+        );
+        for line in service_watch(Format::Json, "web", &changes).lines() {
+            let parsed: Value = serde_json::from_str(line).expect("one JSON object per line");
+            assert_eq!(parsed["id"], "web-1");
+        }
+    }
+
+    #[test]
+    fn checks_are_listed_under_the_instance_table() {
+        let mut instance = web_instance();
+        instance.checks = vec![beaconpb::Check {
+            id: "http".into(),
+            kind: Some(check::Kind::Http(beaconpb::HttpCheck {
+                url: "http://127.0.0.1:8080/health".into(),
+                ..Default::default()
+            })),
+            state: Some(beaconpb::CheckState {
+                status: HealthStatus::Critical as i32,
+                output: "HTTP 503".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        let rendered = service_instances(Format::Table, &None, &[instance]);
+        assert_eq!(
+            rendered.lines().last(),
+            Some("  check web-1/http http http://127.0.0.1:8080/health: critical (HTTP 503)")
+        );
     }
 
     #[test]

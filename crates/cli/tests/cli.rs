@@ -1,52 +1,12 @@
 //! End-to-end: the built `beacon` binary against a real etcd (skipped when `etcd` is not
 //! installed), checking outputs in both formats and clean failures.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
 
 use beacon_client::testing::EtcdProcess;
 use serde_json::Value;
 
-fn beacon(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_beacon"))
-        .arg("--endpoints")
-        .arg(endpoint)
-        .args(["--timeout", "3s"])
-        .args(args)
-        .env_remove("BEACON_ENDPOINTS")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run beacon");
-    let mut input = child.stdin.take().expect("stdin is piped");
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).expect("write stdin");
-    }
-    drop(input);
-    child.wait_with_output().expect("wait for beacon")
-}
-
-/// Runs `beacon`, asserts success and returns stdout.
-fn ok(endpoint: &str, args: &[&str]) -> String {
-    ok_with_stdin(endpoint, args, None)
-}
-
-fn ok_with_stdin(endpoint: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let output = beacon(endpoint, args, stdin);
-    assert!(
-        output.status.success(),
-        "beacon {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 output")
-}
-
-fn json(endpoint: &str, args: &[&str]) -> Value {
-    let mut args = args.to_vec();
-    args.extend(["-o", "json"]);
-    serde_json::from_str(&ok(endpoint, &args)).expect("valid json")
-}
+use common::{beacon, json, ok, ok_with_stdin, BackgroundBeacon};
 
 #[test]
 fn kv_commands_round_trip() {
@@ -214,68 +174,6 @@ fn bad_arguments_exit_non_zero_without_panicking() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid"));
 }
 
-/// A running `beacon watch`, its stdout lines arriving on a channel.
-struct WatchProcess {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl WatchProcess {
-    fn start(endpoint: &str, args: &[&str]) -> WatchProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_beacon"))
-            .arg("--endpoints")
-            .arg(endpoint)
-            .arg("watch")
-            .args(args)
-            .env_remove("BEACON_ENDPOINTS")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run beacon watch");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (sender, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        WatchProcess { child, lines }
-    }
-
-    fn read_lines(&self, count: usize) -> Vec<String> {
-        (0..count)
-            .map(|_| {
-                self.lines
-                    .recv_timeout(std::time::Duration::from_secs(20))
-                    .expect("a watch line within 20 s")
-            })
-            .collect()
-    }
-
-    /// Sends SIGINT (as Ctrl-C does) and returns the exit status and stderr.
-    fn interrupt(mut self) -> (std::process::ExitStatus, String) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let status = self.child.wait().expect("wait for beacon watch");
-        let mut stderr = String::new();
-        use std::io::Read;
-        self.child
-            .stderr
-            .take()
-            .expect("stderr is piped")
-            .read_to_string(&mut stderr)
-            .expect("read stderr");
-        (status, stderr)
-    }
-}
-
 /// The member's current revision. A put made before `beacon watch` has created its watch would
 /// not be seen, so the tests start the watch at an explicit `--rev` instead of racing it.
 fn current_revision(endpoint: &str) -> i64 {
@@ -291,7 +189,10 @@ fn watch_prints_events_like_etcdctl_and_exits_cleanly_on_ctrl_c() {
     };
     let endpoint = etcd.endpoint();
     let start = (current_revision(endpoint) + 1).to_string();
-    let watch = WatchProcess::start(endpoint, &["w/", "--prefix", "--prev-kv", "--rev", &start]);
+    let watch = BackgroundBeacon::start(
+        endpoint,
+        &["watch", "w/", "--prefix", "--prev-kv", "--rev", &start],
+    );
     ok(endpoint, &["put", "w/a", "1"]);
     ok(endpoint, &["put", "w/a", "2"]);
     ok(endpoint, &["del", "w/a"]);
@@ -315,7 +216,10 @@ fn watch_json_prints_one_object_per_revision() {
     };
     let endpoint = etcd.endpoint();
     let start = current_revision(endpoint) + 1;
-    let watch = WatchProcess::start(endpoint, &["k", "--rev", &start.to_string(), "-o", "json"]);
+    let watch = BackgroundBeacon::start(
+        endpoint,
+        &["watch", "k", "--rev", &start.to_string(), "-o", "json"],
+    );
     ok(endpoint, &["put", "k", "v"]);
     ok(endpoint, &["put", "other", "v"]);
     ok(endpoint, &["put", "k", "w"]);

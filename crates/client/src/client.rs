@@ -4,9 +4,12 @@
 //! Failover rule (Jepsen found lost updates from blind write retries in jetcd):
 //! - reads (Range, read-only Txn, MemberList, Status) move on to the next endpoint after any
 //!   transport failure, `Unavailable` or timeout;
-//! - writes (Put, DeleteRange, Txn with writes, Compact) move on only when the request certainly
-//!   never reached a server (our connector could not connect, see [`crate::connection`]); any
-//!   other failure is returned, because the write may have been applied.
+//! - writes (Put, DeleteRange, Txn with writes, Compact, lease grant, revoke and keepalive) move
+//!   on only when the request certainly never reached a server (our connector could not connect,
+//!   see [`crate::connection`]); any other failure is returned, because the write may have been
+//!   applied;
+//! - idempotent writes (catalog Register and Deregister) also move on after `Unavailable`: a
+//!   replay that applies a second time changes nothing the first did not.
 //!
 //! Each call tries every endpoint at most once, starting at the current one; a failing endpoint
 //! stops being current so later calls start elsewhere.
@@ -47,11 +50,16 @@ struct EndpointChannel {
 
 /// Whether a request may be replayed on another endpoint after an ambiguous failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RequestKind {
+pub(crate) enum RequestKind {
     /// Idempotent: safe to send again anywhere.
     Read,
     /// May change state: replay only if it certainly was never sent.
     Write,
+    /// Changes state, but applying it twice leaves the state applying it once does (the
+    /// catalog's Register, a create-or-replace by id, and Deregister): replayed after "could not
+    /// connect" and after `Unavailable` (no leader, leader changed, "request timed out"), the
+    /// answers a member gives when it could not get the write committed in time.
+    IdempotentWrite,
 }
 
 impl std::fmt::Debug for Client {
@@ -270,7 +278,11 @@ impl Client {
     }
 
     /// Runs `attempt` on the current endpoint and fails over by the module's rule.
-    async fn call<T, F, Fut>(&self, kind: RequestKind, mut attempt: F) -> Result<T, ClientError>
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        kind: RequestKind,
+        mut attempt: F,
+    ) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -308,6 +320,9 @@ impl Client {
             let may_retry = match kind {
                 RequestKind::Read => not_connected || read_may_retry(&error),
                 RequestKind::Write => not_connected,
+                RequestKind::IdempotentWrite => {
+                    not_connected || error.code() == Some(tonic::Code::Unavailable)
+                }
             };
             if !may_retry {
                 return Err(error);

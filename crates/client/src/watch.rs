@@ -20,7 +20,6 @@
 //! revision over fragments; the watcher regroups both cases by revision.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -31,6 +30,7 @@ use crate::connection::is_not_connected;
 use crate::error::ClientError;
 use crate::options::WatchOptions;
 use crate::pb::watch_client::WatchClient;
+use crate::rotation::EndpointRotation;
 use crate::{mvccpb, pb, Client};
 
 /// What a watcher yields: all events of one revision, or a progress notification.
@@ -52,11 +52,6 @@ impl WatchBatch {
         self.events.is_empty()
     }
 }
-
-/// Delay before retrying the endpoint list after every endpoint failed, doubling up to
-/// [`MAX_BACKOFF`]: a cluster that is restarting is not hammered, one that is back is found fast.
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A watch on a key or range; see the module docs for its guarantees. Dropping it cancels the
 /// watch on the server.
@@ -119,7 +114,7 @@ enum OpenError {
 
 /// gRPC codes that are answers about the request, not about the member; every other failure of
 /// a watch stream (Unavailable "no leader", transport errors, …) is worth resuming elsewhere.
-fn is_final(code: tonic::Code) -> bool {
+pub(crate) fn is_final(code: tonic::Code) -> bool {
     matches!(
         code,
         tonic::Code::InvalidArgument
@@ -295,19 +290,16 @@ impl Watcher {
     async fn resume(&mut self) -> Result<(), ClientError> {
         self.fragments.clear();
         let count = self.client.endpoint_count();
-        let mut backoff = MIN_BACKOFF;
-        let mut attempt = 0;
+        let mut rotation = EndpointRotation::starting_at(self.endpoint_index + 1, count);
         loop {
-            let index = self.endpoint_index + 1 + attempt;
-            match self.open(index).await {
+            match self.open(rotation.current()).await {
                 Ok(()) => return Ok(()),
                 Err(OpenError::Final(error)) => return Err(error),
                 Err(OpenError::Retry { .. }) => {}
             }
-            attempt += 1;
-            if attempt % count == 0 {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+            let wait = rotation.failed();
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
         }
     }

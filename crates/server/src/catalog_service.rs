@@ -42,6 +42,9 @@ pub struct CatalogService {
     pub node: Arc<RaftNode>,
     pub hub: Arc<WatchHub>,
     pub settings: StreamSettings,
+    /// True while this member has had no leader for a while (see `watch_service`): service
+    /// watches opened with `hasleader: true` metadata end then, as etcd's watches do.
+    pub leader_lost: tokio::sync::watch::Receiver<bool>,
 }
 
 fn invalid(error: CatalogError) -> Status {
@@ -319,6 +322,13 @@ impl Catalog for CatalogService {
         &self,
         request: Request<WatchServiceRequest>,
     ) -> Result<Response<Self::WatchServiceStream>, Status> {
+        let requires_leader = request
+            .metadata()
+            .get("hasleader")
+            .is_some_and(|value| value.as_bytes() == b"true");
+        if requires_leader && self.node.raft.metrics().borrow().current_leader.is_none() {
+            return Err(ApiError::NoLeader.into());
+        }
         let request = request.into_inner();
         validate_service_name(&request.service).map_err(invalid)?;
         let prefix = service_prefix(&request.service);
@@ -352,7 +362,7 @@ impl Catalog for CatalogService {
             self.node.reader.clone(),
             self.settings.clone(),
             requests,
-            None,
+            requires_leader.then(|| self.leader_lost.clone()),
         );
         let node = self.node.clone();
         let changes = futures::stream::unfold(Some(stream), move |stream| {
@@ -381,7 +391,7 @@ impl Catalog for CatalogService {
                     for event in &response.events {
                         revision = event.kv.as_ref().map_or(revision, |kv| kv.mod_revision);
                         match beacon_catalog::instance_event(event) {
-                            Ok(Some(event)) => events.push(event),
+                            Ok(Some(change)) => events.push(change),
                             Ok(None) => {}
                             Err(error) => tracing::warn!(%error, "undecodable catalog event"),
                         }

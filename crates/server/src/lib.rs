@@ -138,21 +138,21 @@ pub async fn run(
             ),
         }
     };
+    let leader_lost = watch_service::monitor_leader(
+        &node,
+        std::time::Duration::from_millis(config.raft.election_timeout_max_ms),
+    );
     let catalog_service = CatalogService {
         node: node.clone(),
         hub: watch_hub.clone(),
         settings: stream_settings.clone(),
+        leader_lost: leader_lost.clone(),
     };
-    let watch_service = {
-        WatchService {
-            node: node.clone(),
-            hub: watch_hub,
-            settings: stream_settings,
-            leader_lost: watch_service::monitor_leader(
-                &node,
-                std::time::Duration::from_millis(config.raft.election_timeout_max_ms),
-            ),
-        }
+    let watch_service = WatchService {
+        node: node.clone(),
+        hub: watch_hub,
+        settings: stream_settings,
+        leader_lost,
     };
 
     let (stop, stopped) = tokio::sync::watch::channel(false);

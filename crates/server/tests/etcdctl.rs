@@ -133,3 +133,77 @@ fn json_field(json: &str, field: &str) -> i64 {
     let value: serde_json::Value = serde_json::from_str(json).expect("etcdctl json");
     value["kvs"][0][field].as_i64().expect("numeric field")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lease_commands_work_unchanged() {
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader().await;
+    let follower = (leader + 1) % 3;
+    let one = cluster.nodes[follower].client_addr.clone();
+    let all = cluster.endpoints();
+
+    // "lease 694d71ddacfda227 granted with TTL(10s)"
+    let granted = ok(&one, &["lease", "grant", "10"]);
+    let id = granted
+        .strip_prefix("lease ")
+        .and_then(|rest| rest.strip_suffix(" granted with TTL(10s)\n"))
+        .unwrap_or_else(|| panic!("grant output: {granted:?}"))
+        .to_string();
+    assert!(i64::from_str_radix(&id, 16).is_ok_and(|id| id > 0), "{id}");
+
+    assert_eq!(
+        ok(&one, &["put", "--lease", &id, "leased", "v"]).trim(),
+        "OK"
+    );
+    assert_eq!(ok(&all, &["get", "leased"]), "leased\nv\n");
+    let live = ok(&all, &["lease", "timetolive", &id, "--keys"]);
+    let remaining = live
+        .strip_prefix(&format!("lease {id} granted with TTL(10s), remaining("))
+        .and_then(|rest| rest.strip_suffix("s), attached keys([leased])\n"))
+        .unwrap_or_else(|| panic!("timetolive output: {live:?}"));
+    assert!(
+        remaining
+            .parse::<i64>()
+            .is_ok_and(|s| (0..=10).contains(&s)),
+        "{live}"
+    );
+    assert_eq!(
+        ok(&all, &["lease", "list"]),
+        format!("found 1 leases\n{id}\n")
+    );
+    assert_eq!(
+        ok(&one, &["lease", "keep-alive", "--once", &id]),
+        format!("lease {id} keepalived with TTL(10)\n")
+    );
+
+    assert_eq!(
+        ok(&one, &["lease", "revoke", &id]),
+        format!("lease {id} revoked\n")
+    );
+    assert_eq!(ok(&all, &["get", "leased"]), "");
+    assert_eq!(
+        ok(&all, &["lease", "timetolive", &id]),
+        format!("lease {id} already expired\n")
+    );
+    assert_eq!(ok(&all, &["lease", "list"]), "found 0 leases\n");
+
+    // etcd's errors for a lease that is gone, with etcd's text.
+    let (success, _, stderr) = etcdctl(&all, &["lease", "revoke", &id]);
+    assert!(!success);
+    assert!(
+        stderr.contains("etcdserver: requested lease not found"),
+        "{stderr}"
+    );
+    let (success, _, stderr) = etcdctl(&one, &["lease", "keep-alive", "--once", &id]);
+    assert!(!success);
+    assert!(
+        stderr.contains("etcdserver: requested lease not found"),
+        "{stderr}"
+    );
+    let (success, _, stderr) = etcdctl(&one, &["put", "--lease", &id, "leased", "v"]);
+    assert!(!success);
+    assert!(
+        stderr.contains("etcdserver: requested lease not found"),
+        "{stderr}"
+    );
+}

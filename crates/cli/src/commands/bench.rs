@@ -1,6 +1,7 @@
-//! `bench put` and `bench range` (and dispatch to the watch cases in [`super::bench_watch`]): a
-//! load generator that speaks only the etcd v3 API, so the same
-//! program measures etcd and Beacon.
+//! `bench put` and `bench range` (and dispatch to the watch cases in [`super::bench_watch`] and
+//! the catalog cases in [`super::bench_catalog`]): a load generator. The put, range and watch
+//! cases speak only the etcd v3 API, so the same program measures etcd and Beacon; the catalog
+//! cases need Beacon.
 //!
 //! `--clients` requests are kept in flight (one task each), spread round-robin over `--conns`
 //! independent HTTP/2 connections, which are themselves spread round-robin over the endpoints
@@ -16,12 +17,14 @@ use beacon_client::connection::open_channel;
 use beacon_client::pb::kv_client::KvClient;
 use beacon_client::{pb, Client, GetOptions};
 use clap::{Args, Subcommand, ValueEnum};
-use hdrhistogram::Histogram;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-use crate::commands::bench_watch::{self, WatchCapacityBench, WatchFanoutBench, WatchLatencyBench};
+use crate::commands::bench_catalog::{self, RegisterBench, RegisterWorkload, ServiceWatchBench};
+use crate::commands::bench_watch::{
+    self, new_histogram, WatchCapacityBench, WatchFanoutBench, WatchLatencyBench,
+};
 use crate::output::{self, BenchReport, Format};
 
 /// Benchmark cases.
@@ -37,6 +40,11 @@ pub enum BenchCase {
     WatchFanout(WatchFanoutBench),
     /// Watch capacity: time to create many watches over many streams, then hold them open.
     WatchCapacity(WatchCapacityBench),
+    /// Catalog registrations (Beacon only): Register RPCs of distinct, persistent instances.
+    Register(RegisterBench),
+    /// Service watch propagation (Beacon only): Register sent → event received by each of many
+    /// WatchService streams.
+    ServiceWatch(ServiceWatchBench),
 }
 
 /// Load shape shared by every case.
@@ -97,23 +105,29 @@ pub struct RangeBench {
 }
 
 /// What each request does.
-enum Workload {
+pub enum Workload {
+    /// etcd Put of a random or sequential key.
     Put {
         key_size: usize,
         value: Vec<u8>,
         key_space: u64,
         sequential: bool,
     },
+    /// etcd Range.
     Range(pb::RangeRequest),
+    /// Catalog Register (see [`RegisterWorkload`]).
+    Register(RegisterWorkload),
 }
 
 impl Workload {
+    /// Sends request number `sequence` on `channel`.
     async fn issue(
         &self,
-        kv: &mut KvClient<Channel>,
+        channel: &Channel,
         sequence: u64,
         random: &mut StdRng,
     ) -> Result<(), tonic::Status> {
+        let mut kv = KvClient::new(channel.clone());
         match self {
             Workload::Put {
                 key_size,
@@ -134,6 +148,7 @@ impl Workload {
                 kv.put(request).await.map(drop)
             }
             Workload::Range(request) => kv.range(request.clone()).await.map(drop),
+            Workload::Register(register) => register.issue(channel, sequence).await,
         }
     }
 }
@@ -182,6 +197,15 @@ pub async fn run(client: &Client, format: Format, case: BenchCase) -> anyhow::Re
             println!("{}", output::watch_capacity(format, &report));
             return Ok(());
         }
+        BenchCase::Register(bench) => {
+            let (load, workload) = bench_catalog::register_load(&bench)?;
+            ("register".to_string(), load, workload)
+        }
+        BenchCase::ServiceWatch(bench) => {
+            let report = bench_catalog::service_watch(client, bench).await?;
+            println!("{}", output::bench_service_watch(format, &report));
+            return Ok(());
+        }
     };
     anyhow::ensure!(
         load.conns > 0 && load.clients > 0 && load.total > 0,
@@ -198,7 +222,7 @@ pub async fn run(client: &Client, format: Format, case: BenchCase) -> anyhow::Re
 }
 
 /// Opens the connections, warms them up, runs the load and merges the histograms.
-async fn drive(
+pub async fn drive(
     client: &Client,
     case: String,
     load: &Load,
@@ -206,10 +230,11 @@ async fn drive(
 ) -> anyhow::Result<BenchReport> {
     let endpoints = client.endpoints();
     let timeout = client.options().request_timeout;
-    let mut kvs = Vec::with_capacity(load.conns);
+    let mut channels = Vec::with_capacity(load.conns);
     for index in 0..load.conns {
         let endpoint = &endpoints[index % endpoints.len()];
-        let mut kv = KvClient::new(open_channel(endpoint, client.options())?);
+        let channel = open_channel(endpoint, client.options())?;
+        let mut kv = KvClient::new(channel.clone());
         // Warm-up: connect now so that connection setup is not measured, and fail early with a
         // clear message when the cluster is unreachable.
         let warm_up = pb::RangeRequest {
@@ -222,7 +247,7 @@ async fn drive(
             .map_err(|_| anyhow::anyhow!("timed out after {timeout:?}"))
             .and_then(|result| result.map_err(|status| anyhow::anyhow!("{}", status.message())))
             .with_context(|| format!("cannot reach {endpoint}"))?;
-        kvs.push(kv);
+        channels.push(channel);
     }
 
     let next = Arc::new(AtomicU64::new(0));
@@ -231,7 +256,7 @@ async fn drive(
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for index in 0..load.clients {
-        let mut kv = kvs[index % kvs.len()].clone();
+        let channel = channels[index % channels.len()].clone();
         let (next, errors, workload) = (next.clone(), errors.clone(), workload.clone());
         tasks.spawn(async move {
             let mut histogram = new_histogram();
@@ -242,7 +267,7 @@ async fn drive(
                     break;
                 }
                 let sent = Instant::now();
-                let request = workload.issue(&mut kv, sequence, &mut random);
+                let request = workload.issue(&channel, sequence, &mut random);
                 match tokio::time::timeout(timeout, request).await {
                     Ok(Ok(())) => {
                         let micros = sent.elapsed().as_micros().max(1) as u64;
@@ -277,9 +302,4 @@ async fn drive(
             millis(histogram.max()),
         ],
     })
-}
-
-fn new_histogram() -> Histogram<u64> {
-    // 1 µs to 1 h at 3 significant digits: any latency a request can have.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
 }

@@ -83,7 +83,7 @@ pub struct WatchCapacityBench {
 }
 
 /// Opens `count` independent connections, round-robin over `endpoints`, each warmed up.
-async fn connections(client: &Client, count: usize) -> anyhow::Result<Vec<Channel>> {
+pub async fn connections(client: &Client, count: usize) -> anyhow::Result<Vec<Channel>> {
     let endpoints = client.endpoints();
     let timeout = client.options().request_timeout;
     let mut channels = Vec::with_capacity(count);
@@ -171,7 +171,7 @@ async fn create_watches(
     })
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub fn new_histogram() -> Histogram<u64> {
     // 1 µs to 1 h at 3 significant digits.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
 }

@@ -2,10 +2,13 @@
 //! [`crate::output`]; none formats text itself.
 
 pub mod bench;
+pub mod bench_catalog;
 pub mod bench_watch;
 pub mod endpoint;
 pub mod kv;
+pub mod lease;
 pub mod member;
+pub mod service;
 pub mod txn;
 pub mod watch;
 
@@ -37,6 +40,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compact(args) => kv::compact(&client, format, args).await,
         Command::Txn(args) => txn::run(&client, format, args).await,
         Command::Watch(args) => watch::run(&client, format, args).await,
+        Command::Lease { command } => lease::run(&client, format, command).await,
+        Command::Service { command } => service::run(&client, format, command).await,
         Command::Member { command } => member::run(&client, format, command).await,
         Command::Endpoint { command } => endpoint::run(&client, format, command).await,
         Command::Bench { case } => bench::run(&client, format, case).await,

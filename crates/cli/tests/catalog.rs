@@ -1,0 +1,470 @@
+//! End-to-end: `beacon lease …` and `beacon service …` against a real 3-member Beacon cluster
+//! (skipped when beacond is not built; see `beacon_client::testing::start_beacon_cluster`):
+//! outputs in both formats, and the kept-alive registration of `service register --ttl`, which
+//! disappears at once on Ctrl-C or SIGTERM and within its TTL after `kill -9`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use beacon_client::testing::{start_beacon_cluster, ServerProcess};
+use serde_json::Value;
+
+use common::{beacon, fails, json, ok, BackgroundBeacon};
+
+/// The cluster's endpoints as `--endpoints` takes them.
+fn endpoints(members: &[ServerProcess]) -> String {
+    members
+        .iter()
+        .map(|member| member.endpoint().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn lease_grant_list_ttl_keep_alive_and_revoke() {
+    let Some(members) = start_beacon_cluster(3, "") else {
+        return;
+    };
+    let endpoints = endpoints(&members);
+    let endpoint = endpoints.as_str();
+    let granted = ok(endpoint, &["lease", "grant", "30"]);
+    // etcdctl's wording, with the id as 16 hex digits.
+    let words: Vec<&str> = granted.split_whitespace().collect();
+    assert_eq!(words.len(), 5, "{granted}");
+    assert_eq!(
+        (words[0], words[2], words[4]),
+        ("lease", "granted", "TTL(30s)")
+    );
+    let id = words[1].to_string();
+    assert_eq!(id.len(), 16);
+    assert!(u64::from_str_radix(&id, 16).is_ok(), "{id}");
+    let other = json(endpoint, &["lease", "grant", "60"]);
+    assert_eq!(other["ttl"], 60);
+    let other_id = other["id"].as_str().expect("id").to_string();
+
+    let listed = ok(endpoint, &["lease", "list"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines[0], "found 2 leases");
+    assert!(lines.contains(&id.as_str()) && lines.contains(&other_id.as_str()));
+    let listed = json(endpoint, &["lease", "list"]);
+    assert_eq!(listed["leases"].as_array().map(Vec::len), Some(2));
+
+    ok(endpoint, &["put", "leased", "v", "--lease", &id]);
+    let ttl = ok(endpoint, &["lease", "ttl", &id, "--keys"]);
+    assert!(
+        ttl.starts_with(&format!("lease {id} granted with TTL(30s), remaining(")),
+        "{ttl}"
+    );
+    assert!(ttl.trim_end().ends_with("attached keys([leased])"), "{ttl}");
+    let ttl = json(endpoint, &["lease", "ttl", &id]);
+    assert_eq!(ttl["granted_ttl"], 30);
+    assert!(ttl["ttl"]
+        .as_i64()
+        .is_some_and(|ttl| (28..=30).contains(&ttl)));
+
+    assert_eq!(
+        ok(endpoint, &["lease", "keep-alive", &id, "--once"]).trim(),
+        format!("lease {id} keepalived with TTL(30)")
+    );
+    // In the foreground: a renewal right away, then every TTL/3 until Ctrl-C.
+    let keep_alive = BackgroundBeacon::start(endpoint, &["lease", "keep-alive", &other_id]);
+    assert_eq!(
+        keep_alive.read_lines(1),
+        [format!("lease {other_id} keepalived with TTL(60)")]
+    );
+    let (status, stderr) = keep_alive.interrupt();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+
+    assert_eq!(
+        ok(endpoint, &["lease", "revoke", &id]).trim(),
+        format!("lease {id} revoked")
+    );
+    assert!(json(endpoint, &["get", "leased"])["kvs"]
+        .as_array()
+        .is_some_and(Vec::is_empty));
+    assert_eq!(
+        ok(endpoint, &["lease", "ttl", &id]).trim(),
+        format!("lease {id} already expired")
+    );
+    let stderr = fails(endpoint, &["lease", "keep-alive", &id, "--once"]);
+    assert!(stderr.contains("expired or revoked"), "{stderr}");
+    let stderr = fails(endpoint, &["lease", "revoke", &id]);
+    assert!(stderr.contains("requested lease not found"), "{stderr}");
+    let usage = beacon(endpoint, &["lease", "ttl", "not-hex"], None);
+    assert_eq!(usage.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("invalid lease id"));
+}
+
+#[test]
+fn service_register_list_show_discover_maintain_deregister_and_watch() {
+    let Some(members) = start_beacon_cluster(3, "") else {
+        return;
+    };
+    let endpoints = endpoints(&members);
+    let endpoint = endpoints.as_str();
+    let registered = ok(
+        endpoint,
+        &[
+            "service",
+            "register",
+            "web",
+            "--address",
+            "10.0.0.1",
+            "--port",
+            "8080",
+            "--tag",
+            "v1",
+            "--tag",
+            "canary",
+            "--meta",
+            "zone=a",
+            "--weight",
+            "3",
+        ],
+    );
+    let lines: Vec<&str> = registered.lines().collect();
+    assert_eq!(lines[0], "registered web/web-10.0.0.1-8080", "{registered}");
+    assert!(lines[1].starts_with("ID "), "{registered}");
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        row,
+        [
+            "web-10.0.0.1-8080",
+            "10.0.0.1",
+            "8080",
+            "passing",
+            "v1,canary",
+            "zone=a",
+            "3",
+            "-",
+            "-"
+        ]
+    );
+    let second = json(
+        endpoint,
+        &[
+            "service",
+            "register",
+            "web",
+            "--address",
+            "10.0.0.2",
+            "--port",
+            "8080",
+            "--id",
+            "web-2",
+            "--meta",
+            "zone=b",
+        ],
+    );
+    assert_eq!(second["created"], true);
+    assert_eq!(second["instance"]["id"], "web-2");
+    assert_eq!(second["instance"]["health"], "passing");
+    let first_revision = second["header"]["revision"].as_i64().expect("revision");
+    ok(
+        endpoint,
+        &[
+            "service",
+            "register",
+            "db",
+            "--address",
+            "::1",
+            "--port",
+            "5432",
+        ],
+    );
+
+    let listed = ok(endpoint, &["service", "list"]);
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec![
+                "SERVICE",
+                "INSTANCES",
+                "PASSING",
+                "WARNING",
+                "CRITICAL",
+                "MAINTENANCE"
+            ],
+            vec!["db", "1", "1", "0", "0", "0"],
+            vec!["web", "2", "2", "0", "0", "0"],
+        ]
+    );
+    let listed = json(endpoint, &["service", "list"]);
+    assert_eq!(listed["services"][1]["name"], "web");
+    assert_eq!(listed["services"][1]["instances"], 2);
+
+    let shown = ok(endpoint, &["service", "show", "db"]);
+    let row: Vec<&str> = shown
+        .lines()
+        .nth(1)
+        .expect("a row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..3], ["db---1-5432", "::1", "5432"], "{shown}");
+    let shown = json(endpoint, &["service", "show", "web"]);
+    let ids: Vec<&str> = shown["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter_map(|instance| instance["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["web-10.0.0.1-8080", "web-2"]);
+
+    let canary = json(endpoint, &["service", "discover", "web", "--tag", "canary"]);
+    assert_eq!(canary["failed_open"], false);
+    assert_eq!(canary["instances"].as_array().map(Vec::len), Some(1));
+    assert_eq!(canary["instances"][0]["id"], "web-10.0.0.1-8080");
+    let zone_b = json(
+        endpoint,
+        &[
+            "service",
+            "discover",
+            "web",
+            "--meta",
+            "zone=b",
+            "--passing",
+        ],
+    );
+    assert_eq!(zone_b["instances"][0]["id"], "web-2");
+    let one = json(
+        endpoint,
+        &[
+            "service",
+            "discover",
+            "web",
+            "--all",
+            "--weighted",
+            "--limit",
+            "1",
+        ],
+    );
+    assert_eq!(one["instances"].as_array().map(Vec::len), Some(1));
+    let none = ok(
+        endpoint,
+        &["service", "discover", "web", "--tag", "missing"],
+    );
+    assert_eq!(none.lines().count(), 1, "only the header: {none}");
+    let usage = beacon(
+        endpoint,
+        &["service", "discover", "web", "--passing", "--all"],
+        None,
+    );
+    assert_eq!(usage.status.code(), Some(2), "--passing and --all conflict");
+
+    let drained = ok(
+        endpoint,
+        &[
+            "service",
+            "maintenance",
+            "on",
+            "web",
+            "web-2",
+            "--reason",
+            "deploy",
+        ],
+    );
+    assert!(
+        drained.starts_with("maintenance on for web/web-2"),
+        "{drained}"
+    );
+    assert!(drained.contains("on (deploy)"), "{drained}");
+    let listed = json(endpoint, &["service", "list"]);
+    assert_eq!(listed["services"][1]["maintenance"], 1);
+    let back = json(endpoint, &["service", "maintenance", "off", "web", "web-2"]);
+    assert_eq!(back["instance"]["maintenance"]["enabled"], false);
+
+    assert_eq!(
+        ok(endpoint, &["service", "deregister", "web", "web-2"]).trim(),
+        "deregistered web/web-2"
+    );
+    assert_eq!(
+        ok(endpoint, &["service", "deregister", "web", "web-2"]).trim(),
+        "web/web-2 was not registered"
+    );
+    let stderr = fails(
+        endpoint,
+        &[
+            "service",
+            "register",
+            "Bad_Name",
+            "--address",
+            "x",
+            "--port",
+            "1",
+        ],
+    );
+    assert!(stderr.contains("invalid service name"), "{stderr}");
+    let stderr = fails(endpoint, &["service", "maintenance", "on", "web", "nope"]);
+    assert!(stderr.contains("not found"), "{stderr}");
+
+    // `service watch --rev` replays history, one JSON object per event and line.
+    let watch = BackgroundBeacon::start(
+        endpoint,
+        &[
+            "service",
+            "watch",
+            "web",
+            "--rev",
+            &first_revision.to_string(),
+            "-o",
+            "json",
+        ],
+    );
+    let events: Vec<Value> = watch
+        .read_lines(4)
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    let summary: Vec<(&str, &str)> = events
+        .iter()
+        .map(|event| {
+            (
+                event["type"].as_str().expect("type"),
+                event["id"].as_str().expect("id"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("PUT", "web-2"),
+            ("PUT", "web-2"),
+            ("PUT", "web-2"),
+            ("DELETE", "web-2")
+        ],
+        "register, maintenance on, maintenance off, deregister"
+    );
+    assert_eq!(events[0]["revision"], first_revision);
+    assert_eq!(events[1]["instance"]["maintenance"]["reason"], "deploy");
+}
+
+/// Waits for the next watch line and checks its first words.
+fn expect_watch_line(watch: &BackgroundBeacon, limit: Duration, prefix: &str) -> String {
+    let line = watch.read_line_within(limit);
+    assert!(
+        line.starts_with(prefix),
+        "expected {prefix:?}, got {line:?}"
+    );
+    line
+}
+
+#[test]
+fn a_kept_alive_registration_ends_with_its_process() {
+    let Some(members) = start_beacon_cluster(3, "") else {
+        return;
+    };
+    let endpoints = endpoints(&members);
+    let endpoint = endpoints.as_str();
+    let watch = BackgroundBeacon::start(endpoint, &["service", "watch", "side"]);
+    let snapshot = expect_watch_line(&watch, Duration::from_secs(20), "SNAPSHOT side revision=");
+    assert!(snapshot.ends_with(" instances=0"), "{snapshot}");
+
+    // Ctrl-C: deregistered at once, exit 0.
+    let registration = BackgroundBeacon::start(
+        endpoint,
+        &[
+            "service",
+            "register",
+            "side",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "7001",
+            "--ttl",
+            "3s",
+        ],
+    );
+    expect_watch_line(
+        &watch,
+        Duration::from_secs(20),
+        "PUT side side-127.0.0.1-7001 127.0.0.1:7001 passing revision=",
+    );
+    let interrupted = Instant::now();
+    let (status, stderr) = registration.interrupt();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("deregistered side/side-127.0.0.1-7001"),
+        "{stderr}"
+    );
+    expect_watch_line(
+        &watch,
+        Duration::from_secs(1),
+        "DELETE side side-127.0.0.1-7001 revision=",
+    );
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(2),
+        "at once, not by expiry"
+    );
+
+    // SIGTERM: the same.
+    let registration = BackgroundBeacon::start(
+        endpoint,
+        &[
+            "service",
+            "register",
+            "side",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "7002",
+            "--ttl",
+            "3s",
+            "--tag",
+            "t",
+        ],
+    );
+    expect_watch_line(
+        &watch,
+        Duration::from_secs(20),
+        "PUT side side-127.0.0.1-7002",
+    );
+    let (status, stderr) = registration.signal("TERM");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    expect_watch_line(
+        &watch,
+        Duration::from_secs(1),
+        "DELETE side side-127.0.0.1-7002",
+    );
+
+    // kill -9: nothing deregisters, the lease expires. Killed right after its PUT shows up, so
+    // the last renewal (sent right after the Register) is at most a few milliseconds older than
+    // the kill and the lease cannot end before the TTL has passed since then.
+    let ttl = Duration::from_secs(3);
+    let mut registration = BackgroundBeacon::start(
+        endpoint,
+        &[
+            "service",
+            "register",
+            "side",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "7003",
+            "--ttl",
+            "3s",
+        ],
+    );
+    expect_watch_line(
+        &watch,
+        Duration::from_secs(20),
+        "PUT side side-127.0.0.1-7003",
+    );
+    registration.kill();
+    let killed = Instant::now();
+    let margin = Duration::from_secs(5);
+    expect_watch_line(&watch, ttl + margin, "DELETE side side-127.0.0.1-7003");
+    let expired_after = killed.elapsed();
+    // 300 ms: the time from the Register's answer to the kill (the watch line has to arrive
+    // and be read first); the lease deadline counts from the renewal before that.
+    assert!(
+        expired_after + Duration::from_millis(300) >= ttl,
+        "expired {expired_after:?} after the kill, before its TTL"
+    );
+    let listed = json(endpoint, &["service", "show", "side"]);
+    assert_eq!(listed["instances"].as_array().map(Vec::len), Some(0));
+}
