@@ -39,6 +39,7 @@ fn put_carries_the_new_and_previous_instance() {
             r#type: instance_event::EventType::Put as i32,
             instance: Some(decode_instance(&after_kv).expect("decodes")),
             prev_instance: Some(decode_instance(&before_kv).expect("decodes")),
+            revision: 8,
         }
     );
     let instance = event.instance.expect("set");
@@ -66,6 +67,8 @@ fn delete_carries_the_instance_as_it_was() {
             r#type: instance_event::EventType::Delete as i32,
             instance: Some(decode_instance(&before_kv).expect("decodes")),
             prev_instance: None,
+            // The deletion's revision, not the deleted record's.
+            revision: 12,
         }
     );
 }
@@ -76,6 +79,7 @@ fn delete_without_previous_value_names_the_instance() {
         .expect("nothing to decode")
         .expect("an instance key");
     assert_eq!(event.r#type(), instance_event::EventType::Delete);
+    assert_eq!(event.revision, 12);
     assert_eq!(
         event.instance,
         Some(Instance {
