@@ -1087,9 +1087,7 @@ pub fn service_maintenance(format: Format, response: &beaconpb::SetMaintenanceRe
 
 /// `service watch`: one update as lines. The snapshot is a `SNAPSHOT` line and one `INSTANCE`
 /// line per instance; then each event is a `PUT` line (`service id address:port health`) or a
-/// `DELETE` line (`service id`), ending with `revision=N`. A PUT's revision is the instance's;
-/// a DELETE's is the update's last revision (the wire event does not carry the revision of a
-/// deletion, and an update may hold several revisions while the watch catches up). JSON: one
+/// `DELETE` line (`service id`), ending with `revision=N`, the event's own revision. JSON: one
 /// object per line, for the snapshot and for each event.
 pub fn service_watch(format: Format, service: &str, update: &ServiceUpdate) -> String {
     let mut lines = Vec::new();
@@ -1118,17 +1116,13 @@ pub fn service_watch(format: Format, service: &str, update: &ServiceUpdate) -> S
                 }
             }
         },
-        ServiceUpdate::Changes {
-            revision, events, ..
-        } => {
+        ServiceUpdate::Changes { events, .. } => {
             for event in events {
                 let instance = event.instance.clone().unwrap_or_default();
-                let (kind, revision) = match event.r#type() {
-                    instance_event::EventType::Put if instance.mod_revision > 0 => {
-                        ("PUT", instance.mod_revision)
-                    }
-                    instance_event::EventType::Put => ("PUT", *revision),
-                    instance_event::EventType::Delete => ("DELETE", *revision),
+                let revision = event.revision;
+                let kind = match event.r#type() {
+                    instance_event::EventType::Put => "PUT",
+                    instance_event::EventType::Delete => "DELETE",
                 };
                 lines.push(match format {
                     Format::Json => json!({
@@ -1246,17 +1240,20 @@ mod tests {
             enabled: true,
             reason: String::new(),
         });
-        let event = |kind: instance_event::EventType, instance: Instance| beaconpb::InstanceEvent {
-            r#type: kind as i32,
-            instance: Some(instance),
-            prev_instance: None,
+        let event = |kind: instance_event::EventType, instance: Instance, revision| {
+            beaconpb::InstanceEvent {
+                r#type: kind as i32,
+                instance: Some(instance),
+                prev_instance: None,
+                revision,
+            }
         };
         let changes = ServiceUpdate::Changes {
             header: Default::default(),
             revision: 9,
             events: vec![
-                event(instance_event::EventType::Put, drained),
-                event(instance_event::EventType::Delete, web_instance()),
+                event(instance_event::EventType::Put, drained, 7),
+                event(instance_event::EventType::Delete, web_instance(), 9),
             ],
         };
         assert_eq!(

@@ -35,7 +35,8 @@ mod tests;
 pub use error::MvccError;
 pub use key_range::KeyRange;
 pub use lease::{
-    apply, LeaseChange, LeaseExpiry, LeaseRecord, LeaseRegistry, LeaseTable, NoLeases, MAX_LEASE_TTL,
+    apply, LeaseChange, LeaseExpiry, LeaseRecord, LeaseRegistry, LeaseTable, NoLeases,
+    MAX_LEASE_TTL,
 };
 pub use records::{MemoryRevisions, Mutation, RevisionReader};
 pub use request::{Applied, WriteRequest, WriteResponse};
