@@ -459,6 +459,7 @@ mod tests {
                     ..Default::default()
                 }),
                 prev_instance: None,
+                revision,
             }],
             ..Default::default()
         }
