@@ -51,14 +51,15 @@ pub fn normalize_instance(mut instance: Instance) -> Instance {
 }
 
 /// Sets every check's state to its initial status (unspecified meaning
-/// [`DEFAULT_INITIAL_STATUS`]) with empty output and `since_unix_ms` 0: the state of a check that
-/// has not been run yet.
+/// [`DEFAULT_INITIAL_STATUS`]) with empty output and reason and `since_unix_ms` 0: the state of a
+/// check that has not been run yet.
 pub fn fresh_check_states(instance: &mut Instance) {
     for check in &mut instance.checks {
         check.state = Some(CheckState {
             status: initial_status_of(check) as i32,
             output: String::new(),
             since_unix_ms: 0,
+            reason: String::new(),
         });
     }
 }

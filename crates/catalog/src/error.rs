@@ -36,13 +36,24 @@ pub enum CatalogError {
         /// The repeated value, quoted.
         value: String,
     },
-    /// A key-value write under the reserved prefix that is not an instance record.
+    /// A key-value write under the reserved prefix at a key that holds no catalog record.
     #[error(
         "key {key} is under the reserved prefix \"/_beacon/\", which holds only the service \
          catalog: the only keys that may be written there are \
-         \"/_beacon/instances/{{service}}/{{instance_id}}\", with a JSON instance record as value"
+         \"/_beacon/instances/{{service}}/{{instance_id}}\", with a JSON instance record as \
+         value, and \"/_beacon/services/{{service}}\", with a JSON service settings record as \
+         value"
     )]
     ReservedKey {
+        /// The refused key, quoted.
+        key: String,
+    },
+    /// A key-value write to a catalog key only the cluster itself writes.
+    #[error(
+        "key {key} is written only by the cluster: its leader records there which members run \
+         health checks"
+    )]
+    ClusterOwnedKey {
         /// The refused key, quoted.
         key: String,
     },
@@ -54,13 +65,23 @@ pub enum CatalogError {
         /// The key, quoted.
         key: String,
     },
-    /// The value stored at an instance key is not a readable instance record.
-    #[error("invalid instance record at key {key}: {reason}")]
+    /// The value stored at a catalog key is not a readable record of the key's kind.
+    #[error("invalid {kind} record at key {key}: {reason}")]
     InvalidRecord {
-        /// The instance key, quoted.
+        /// The record's kind: `instance`, `service settings` or `checker set`.
+        kind: String,
+        /// The key, quoted.
         key: String,
         /// What is wrong with the record (a JSON error, or service/id not matching the key).
         reason: String,
+    },
+    /// A check state was to be set on a check the instance does not have.
+    #[error("instance {instance} has no check {check_id}")]
+    UnknownCheck {
+        /// The instance as `service/id`, quoted.
+        instance: String,
+        /// The check id, quoted.
+        check_id: String,
     },
 }
 
@@ -118,10 +139,30 @@ impl CatalogError {
         }
     }
 
+    pub(crate) fn cluster_owned_key(key: &[u8]) -> Self {
+        CatalogError::ClusterOwnedKey {
+            key: quote_key(key),
+        }
+    }
+
+    /// An [`CatalogError::InvalidRecord`] for the instance record at `key`.
     pub(crate) fn invalid_record(key: &[u8], reason: impl Into<String>) -> Self {
+        Self::invalid_record_of("instance", key, reason)
+    }
+
+    /// An [`CatalogError::InvalidRecord`] for a record of `kind` at `key`.
+    pub(crate) fn invalid_record_of(kind: &str, key: &[u8], reason: impl Into<String>) -> Self {
         CatalogError::InvalidRecord {
+            kind: kind.to_owned(),
             key: quote_key(key),
             reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn unknown_check(service: &str, instance_id: &str, check_id: &str) -> Self {
+        CatalogError::UnknownCheck {
+            instance: quote(&format!("{service}/{instance_id}")),
+            check_id: quote(check_id),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The catalog's etcd key layout: everything under [`RESERVED_PREFIX`], one key per instance at
-//! `/_beacon/instances/{service}/{instance_id}`.
+//! The catalog's etcd key layout: everything under [`RESERVED_PREFIX`]: one key per instance at
+//! `/_beacon/instances/{service}/{instance_id}`, one per service with settings at
+//! `/_beacon/services/{service}`, and the checker-member set at [`CHECKERS_KEY`].
 //!
 //! Because a service's instances share the prefix `/_beacon/instances/{service}/`, one etcd range
 //! or watch over [`service_prefix`] reads or follows exactly that service. The service segment
@@ -54,4 +55,31 @@ pub fn parse_instance_key(key: &[u8]) -> Option<(String, String)> {
 /// True when `key` is an instance key of `service` (not merely a key under its prefix).
 pub fn is_instance_key_of(key: &[u8], service: &str) -> bool {
     parse_instance_key(key).is_some_and(|(key_service, _)| key_service == service)
+}
+
+/// Prefix of every service settings record: `/_beacon/services/{service}`.
+pub const SERVICES_PREFIX: &str = "/_beacon/services/";
+
+/// The checker-member set: which members run health checks, written only by the leader (plain
+/// etcd writes to it are refused, see [`crate::validate_kv_write`]).
+pub const CHECKERS_KEY: &str = "/_beacon/checkers";
+
+/// `/_beacon/services/{service}`: the key of a service's settings record.
+///
+/// `service` is expected to be a valid service name (see [`crate::validate_service_name`]);
+/// then [`parse_service_settings_key`] gives it back.
+pub fn service_settings_key(service: &str) -> Vec<u8> {
+    format!("{SERVICES_PREFIX}{service}").into_bytes()
+}
+
+/// The service a settings key names, or `None` when `key` does not have the shape
+/// `/_beacon/services/{service}` with one non-empty UTF-8 segment free of `/`. Like
+/// [`parse_instance_key`], this checks the shape only.
+pub fn parse_service_settings_key(key: &[u8]) -> Option<String> {
+    let service = key.strip_prefix(SERVICES_PREFIX.as_bytes())?;
+    let service = std::str::from_utf8(service).ok()?;
+    if service.is_empty() || service.contains('/') {
+        return None;
+    }
+    Some(service.to_owned())
 }

@@ -119,6 +119,8 @@ struct CheckStateRecord {
     output: String,
     #[serde(default, skip_serializing_if = "is_zero")]
     since_unix_ms: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    reason: String,
 }
 
 /// A health status as stored; `HEALTH_STATUS_UNSPECIFIED` is an absent field.
@@ -128,6 +130,15 @@ enum StatusRecord {
     Passing,
     Warning,
     Critical,
+}
+
+/// `value` parsed as a JSON object into `T`. serde would also read a struct from a JSON array of
+/// its fields in order; records are objects only, so an array is refused.
+pub(crate) fn from_json_object<T: serde::de::DeserializeOwned>(
+    value: &[u8],
+) -> Result<T, serde_json::Error> {
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(value)?;
+    T::deserialize(serde_json::Value::Object(object))
 }
 
 fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
@@ -287,6 +298,7 @@ impl From<&Check> for CheckRecord {
                 status: StatusRecord::from_proto(state.status),
                 output: state.output.clone(),
                 since_unix_ms: state.since_unix_ms,
+                reason: state.reason.clone(),
             }),
         }
     }
@@ -341,6 +353,7 @@ impl CheckRecord {
                 status: StatusRecord::to_proto(state.status),
                 output: state.output,
                 since_unix_ms: state.since_unix_ms,
+                reason: state.reason,
             }),
         })
     }

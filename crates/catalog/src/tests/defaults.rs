@@ -8,6 +8,7 @@ fn fresh(status: HealthStatus) -> Option<CheckState> {
         status: status as i32,
         output: String::new(),
         since_unix_ms: 0,
+        reason: String::new(),
     })
 }
 
@@ -129,6 +130,7 @@ fn output_fields_are_cleared_and_client_states_ignored() {
             status: HealthStatus::Passing as i32,
             output: "claimed by the client".into(),
             since_unix_ms: 123,
+            reason: "claimed by the client".into(),
         }),
         ..ttl_check(5_000)
     }];

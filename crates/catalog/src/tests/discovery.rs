@@ -1,11 +1,13 @@
 use std::collections::HashMap;
 
-use beacon_proto::beacon::v1::{DiscoverRequest, HealthFilter, HealthStatus, Instance, Order};
+use beacon_proto::beacon::v1::{
+    DiscoverRequest, HealthFilter, HealthStatus, Instance, Order, ServiceSettings,
+};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::{in_maintenance, instance, with_checks};
-use crate::discover;
+use crate::{default_service_settings, discover, discover_with_settings, failed_open};
 use HealthStatus::{Critical, Passing, Warning};
 
 fn rng() -> StdRng {
@@ -291,4 +293,158 @@ fn weight_zero_counts_as_one() {
         (0.47..0.53).contains(&share),
         "zero first in {share} of rounds"
     );
+}
+
+fn min_healthy(ratio: f64) -> ServiceSettings {
+    ServiceSettings {
+        min_healthy: ratio,
+        ..default_service_settings("web")
+    }
+}
+
+/// Two passing, one warning and two critical instances, and a critical one in maintenance: 3
+/// of 5 serving instances are healthy.
+fn three_of_five() -> Vec<Instance> {
+    vec![
+        with_checks(instance("web", "p1"), &[Passing]),
+        with_checks(instance("web", "p2"), &[Passing]),
+        with_checks(instance("web", "w1"), &[Warning]),
+        with_checks(instance("web", "c1"), &[Critical]),
+        with_checks(instance("web", "c2"), &[Critical]),
+        in_maintenance(with_checks(instance("web", "drained"), &[Critical])),
+    ]
+}
+
+#[test]
+fn min_healthy_fails_open_below_the_ratio() {
+    let healthy = vec!["p1", "p2", "w1"];
+    let all = vec!["c1", "c2", "p1", "p2", "w1"];
+    // (min_healthy, expected ids, failed_open)
+    let cases = [
+        (None, &healthy, false),
+        (Some(0.0), &healthy, false),
+        (Some(0.5), &healthy, false),
+        (Some(0.6), &healthy, false),
+        (Some(0.61), &all, true),
+        (Some(1.0), &all, true),
+    ];
+    for (ratio, expected, expected_failed_open) in cases {
+        let settings = ratio.map(min_healthy);
+        let discovery = discover_with_settings(
+            three_of_five(),
+            &request(HealthFilter::PassingOrElseAll),
+            settings.as_ref(),
+            &mut rng(),
+        );
+        assert_eq!(
+            &ids(&discovery.instances),
+            expected,
+            "min_healthy {ratio:?}"
+        );
+        assert_eq!(
+            discovery.failed_open, expected_failed_open,
+            "min_healthy {ratio:?}"
+        );
+        assert_eq!(
+            failed_open(&three_of_five(), settings.as_ref()),
+            expected_failed_open,
+            "failed_open agrees with discovery, min_healthy {ratio:?}"
+        );
+        // PASSING never fails open; ALL has nothing to fail open to.
+        let strict = discover_with_settings(
+            three_of_five(),
+            &request(HealthFilter::Passing),
+            settings.as_ref(),
+            &mut rng(),
+        );
+        assert_eq!(ids(&strict.instances), healthy);
+        assert!(!strict.failed_open);
+        let everything = discover_with_settings(
+            three_of_five(),
+            &request(HealthFilter::All),
+            settings.as_ref(),
+            &mut rng(),
+        );
+        assert_eq!(ids(&everything.instances), all);
+        assert!(!everything.failed_open);
+    }
+}
+
+#[test]
+fn the_ratio_is_exact_at_the_boundary() {
+    // 3 of 10 healthy against 0.3: not below, so no fail-open (a product 0.3 * 10 would be
+    // 3.0000000000000004 and say otherwise).
+    let instances: Vec<Instance> = (0..10)
+        .map(|index| {
+            let status = if index < 3 { Passing } else { Critical };
+            with_checks(instance("web", &format!("i{index}")), &[status])
+        })
+        .collect();
+    assert!(!failed_open(&instances, Some(&min_healthy(0.3))));
+    assert!(failed_open(&instances, Some(&min_healthy(0.31))));
+}
+
+#[test]
+fn the_ratio_counts_only_matching_instances() {
+    // Among canaries 1 of 2 passes; among all, 3 of 4.
+    let canary = |id: &str, status: HealthStatus| Instance {
+        tags: vec!["canary".into()],
+        ..with_checks(instance("web", id), &[status])
+    };
+    let instances = vec![
+        canary("canary-1", Passing),
+        canary("canary-2", Critical),
+        with_checks(instance("web", "stable-1"), &[Passing]),
+        with_checks(instance("web", "stable-2"), &[Passing]),
+    ];
+    let canaries = DiscoverRequest {
+        tags: vec!["canary".into()],
+        ..request(HealthFilter::PassingOrElseAll)
+    };
+    let discovery = discover_with_settings(
+        instances.clone(),
+        &canaries,
+        Some(&min_healthy(0.7)),
+        &mut rng(),
+    );
+    assert_eq!(ids(&discovery.instances), ["canary-1", "canary-2"]);
+    assert!(discovery.failed_open);
+    assert!(!failed_open(&instances, Some(&min_healthy(0.7))));
+}
+
+#[test]
+fn discover_is_discovery_with_default_settings() {
+    for filter in [
+        HealthFilter::PassingOrElseAll,
+        HealthFilter::Passing,
+        HealthFilter::All,
+    ] {
+        for instances in [mixed(), three_of_five(), vec![]] {
+            let plain = discover(instances.clone(), &request(filter), &mut rng());
+            for settings in [None, Some(default_service_settings("web"))] {
+                assert_eq!(
+                    discover_with_settings(
+                        instances.clone(),
+                        &request(filter),
+                        settings.as_ref(),
+                        &mut rng()
+                    ),
+                    plain,
+                    "{filter:?} {settings:?}"
+                );
+            }
+        }
+    }
+    assert!(!failed_open(&[], None));
+    assert!(!failed_open(
+        &[in_maintenance(with_checks(
+            instance("web", "a"),
+            &[Critical]
+        ))],
+        None
+    ));
+    assert!(failed_open(
+        &[with_checks(instance("web", "a"), &[Critical])],
+        None
+    ));
 }

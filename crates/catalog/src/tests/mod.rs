@@ -1,11 +1,16 @@
 //! Tests through the public API, one file per area, sharing the instance builders below.
 
+mod check_state;
+mod check_tracker;
+mod checkers;
 mod defaults;
 mod discovery;
 mod event;
 mod guard;
 mod key;
 mod record;
+mod rendezvous;
+mod settings;
 mod summary;
 mod validate;
 

@@ -46,6 +46,7 @@ fn documented_instance() -> Instance {
         status: HealthStatus::Passing as i32,
         output: "HTTP 200 OK".into(),
         since_unix_ms: 1_700_000_000_000,
+        reason: String::new(),
     });
     web
 }
@@ -330,7 +331,7 @@ prop_compose! {
         warning_seed in any::<u32>(),
         deregister_critical_after_ms in prop_oneof![Just(0u64), 60_000..10_000_000u64],
         initial_status in health_status(),
-        state in prop::option::of((health_status(), "\\PC{0,20}", any::<i64>())),
+        state in prop::option::of((health_status(), "\\PC{0,20}", any::<i64>(), "\\PC{0,20}")),
     ) -> Check {
         let effective_interval = if interval_ms == 0 { 10_000 } else { interval_ms };
         let effective_critical = if failures_before_critical == 0 { 3 } else { failures_before_critical };
@@ -344,7 +345,12 @@ prop_compose! {
             failures_before_critical,
             deregister_critical_after_ms,
             initial_status,
-            state: state.map(|(status, output, since_unix_ms)| CheckState { status, output, since_unix_ms }),
+            state: state.map(|(status, output, since_unix_ms, reason)| CheckState {
+                status,
+                output,
+                since_unix_ms,
+                reason,
+            }),
         }
     }
 }
@@ -427,4 +433,28 @@ fn the_lease_is_not_in_the_record() {
         (decoded.lease, decoded.create_revision, decoded.health()),
         (0, 0, HealthStatus::Passing)
     );
+}
+
+#[test]
+fn a_check_states_reason_is_stored_after_its_time() {
+    let mut web = instance("web", "web-1");
+    web.checks = vec![Check {
+        state: Some(CheckState {
+            status: HealthStatus::Warning as i32,
+            output: "HTTP 429".into(),
+            since_unix_ms: 5,
+            reason: "flapping".into(),
+        }),
+        ..crate::tests::ttl_check(5_000)
+    }];
+    let encoded = encode_instance(&web);
+    assert!(
+        String::from_utf8_lossy(&encoded).contains(
+            r#""state":{"status":"warning","output":"HTTP 429","since_unix_ms":5,"reason":"flapping"}"#
+        ),
+        "{}",
+        String::from_utf8_lossy(&encoded)
+    );
+    let decoded = decode_instance(&kv_of(&web, 0, 1, 1)).expect("decodes");
+    assert_eq!(decoded.checks, web.checks);
 }
