@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CI tier of the Jepsen-style suite (jepsen-tests/README.md): a handful of 45 s scenarios on 3
-# nodes in network namespaces (about 5 minutes once built), plus the negative control — a beacond built with
+# nodes in network namespaces (about 7 minutes once built), plus the negative control — a beacond built with
 # the deliberately broken `unsafe-stale-reads` feature, which the suite must catch (exit 1).
 # Needs root (namespaces, veths, nftables). CI pins the seed (JEPSEN_SEED, default 1) so that a CI
 # run's fault schedule is repeatable and the negative control is known to be caught; the soak tier
@@ -48,6 +48,8 @@ scenario "register + pause" 0 --beacond "$beacond" --workload register --nemesis
 scenario "set + partition, loss" 0 --beacond "$beacond" --workload set --nemesis partition,loss --interval 8
 scenario "register + kill, clock" 0 --beacond "$beacond" --workload register --nemesis kill,clock --interval 8
 scenario "watch + partition, kill" 0 --beacond "$beacond" --workload watch --nemesis partition,kill --interval 8
+scenario "lease + kill" 0 --beacond "$beacond" --workload lease --nemesis kill --interval 8
+scenario "catalog + partition" 0 --beacond "$beacond" --workload catalog --nemesis partition --interval 8
 # Negative control: stale "linearizable" reads from a partitioned or lagging node must be caught.
 scenario "broken build + partition" 1 --beacond "$broken" --workload register --nemesis partition --interval 5
 

@@ -1,13 +1,16 @@
-//! A thin etcd v3 client over `beacon-proto`'s generated stubs: one lazily connected channel per
-//! node, every request under a deadline, no retries (a retried write could apply twice, which the
-//! history could not express). Errors come back as [`CallError`] so workloads can tell a definite
-//! failure from an unknown outcome.
+//! A thin etcd v3 (KV, Lease, Maintenance) and `beacon.v1.Catalog` client over `beacon-proto`'s
+//! generated stubs: one lazily connected channel per node, every request under a deadline, no
+//! retries (a retried write could apply twice, which the history could not express). Errors come
+//! back as [`CallError`] so workloads can tell a definite failure from an unknown outcome.
+//! Streams (keepalive, watches) open their own channels without the per-request timeout.
 
 use std::time::Duration;
 
+use beacon_proto::beacon::v1::catalog_client::CatalogClient;
 use beacon_proto::etcdserverpb::{
-    compare, kv_client::KvClient, maintenance_client::MaintenanceClient, request_op, Compare,
-    PutRequest, RangeRequest, RequestOp, StatusRequest, TxnRequest, TxnResponse,
+    compare, kv_client::KvClient, lease_client::LeaseClient, maintenance_client::MaintenanceClient,
+    request_op, Compare, LeaseGrantRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest,
+    RangeRequest, RequestOp, StatusRequest, TxnRequest, TxnResponse,
 };
 use beacon_proto::mvccpb::KeyValue;
 use tonic::transport::{Channel, Endpoint};
@@ -28,8 +31,11 @@ impl CallError {
     pub fn write_certainly_failed(&self) -> bool {
         match self {
             CallError::Timeout => false,
+            // NotFound is an apply outcome ("requested lease not found") or the answer of the
+            // read a catalog change starts with ("instance … not found"): nothing was written.
             CallError::Status(code, message) => {
                 *code == tonic::Code::InvalidArgument
+                    || *code == tonic::Code::NotFound
                     || (*code == tonic::Code::Unavailable && message.contains("Connection refused"))
             }
         }
@@ -51,6 +57,8 @@ pub struct NodeClient {
     pub node: usize,
     kv: KvClient<Channel>,
     maintenance: MaintenanceClient<Channel>,
+    lease: LeaseClient<Channel>,
+    catalog: CatalogClient<Channel>,
     deadline: Duration,
 }
 
@@ -64,12 +72,20 @@ impl NodeClient {
         Ok(NodeClient {
             node,
             kv: KvClient::new(channel.clone()),
-            maintenance: MaintenanceClient::new(channel),
+            maintenance: MaintenanceClient::new(channel.clone()),
+            lease: LeaseClient::new(channel.clone()),
+            catalog: CatalogClient::new(channel),
             deadline,
         })
     }
 
-    async fn call<T, F>(&self, future: F) -> Result<T, CallError>
+    /// The Catalog stub (requests go through [`NodeClient::call`] for the deadline).
+    pub fn catalog(&self) -> CatalogClient<Channel> {
+        self.catalog.clone()
+    }
+
+    /// Runs a request under the client deadline (used with [`NodeClient::catalog`]).
+    pub async fn call<T, F>(&self, future: F) -> Result<T, CallError>
     where
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
@@ -162,6 +178,54 @@ impl NodeClient {
             response.succeeded,
             response.header.map_or(0, |header| header.revision),
         ))
+    }
+
+    /// Put of `key` attached to `lease`; returns the header revision.
+    pub async fn put_with_lease(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: i64,
+    ) -> Result<i64, CallError> {
+        let mut kv = self.kv.clone();
+        let request = PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.to_vec(),
+            lease,
+            ..Default::default()
+        };
+        let response = self.call(kv.put(request)).await?;
+        Ok(response.header.map_or(0, |header| header.revision))
+    }
+
+    /// LeaseGrant with the server choosing the id: (id, granted TTL in seconds).
+    pub async fn grant(&self, ttl: i64) -> Result<(i64, i64), CallError> {
+        let mut lease = self.lease.clone();
+        let response = self
+            .call(lease.lease_grant(LeaseGrantRequest { ttl, id: 0 }))
+            .await?;
+        if !response.error.is_empty() {
+            return Err(CallError::Status(tonic::Code::Unknown, response.error));
+        }
+        Ok((response.id, response.ttl))
+    }
+
+    /// LeaseRevoke; returns the header revision.
+    pub async fn revoke(&self, id: i64) -> Result<i64, CallError> {
+        let mut lease = self.lease.clone();
+        let response = self
+            .call(lease.lease_revoke(LeaseRevokeRequest { id }))
+            .await?;
+        Ok(response.header.map_or(0, |header| header.revision))
+    }
+
+    /// LeaseTimeToLive: the remaining TTL in seconds (-1: no such lease).
+    pub async fn time_to_live(&self, id: i64) -> Result<i64, CallError> {
+        let mut lease = self.lease.clone();
+        let response = self
+            .call(lease.lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false }))
+            .await?;
+        Ok(response.ttl)
     }
 
     /// The node's view of the leader (member id, 0 when none).

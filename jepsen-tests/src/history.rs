@@ -39,6 +39,48 @@ pub enum Function {
     Add,
     /// Set: linearizable range over the set prefix.
     ReadSet,
+    /// Lease (also catalog, for ephemeral instances): LeaseGrant; `lease` and `ttl` on `ok`.
+    Grant,
+    /// Lease: one keepalive of `lease` (on a stream); `ttl` on `ok` (0: the lease is gone).
+    KeepAlive,
+    /// Lease: LeaseRevoke of `lease`.
+    Revoke,
+    /// Lease: LeaseTimeToLive of `lease`; `ttl` on `ok` (-1: the lease is gone).
+    TimeToLive,
+    /// Lease: put of a fresh key (`value` its number) attached to `lease`.
+    PutLeased,
+    /// Lease: linearizable get of a lease-bound key; on `ok` `value`, `lease` and `mod_revision`
+    /// when present.
+    ReadLeased,
+    /// Catalog: register (create or replace) instance `key` = `service/id` with `value` (and
+    /// `lease` for an ephemeral one); `ok`: `flag` = the instance existed before (replaced).
+    Register,
+    /// Catalog: deregister instance `key`; `ok`: `flag` = it existed (was deleted).
+    Deregister,
+    /// Catalog: maintenance of instance `key` set to `flag`; `ok`: `value` of the instance
+    /// changed.
+    SetMaintenance,
+    /// Catalog: heartbeat of instance `key`; `ok`: `ttl` of its lease (0 without one).
+    Heartbeat,
+    /// Catalog: GetService of service `key`; `ok`: `instances`.
+    GetService,
+}
+
+/// Catalog: one instance as an answer showed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub id: String,
+    /// The registration's unique value (metadata `op`; the port is derived from it).
+    pub value: u64,
+    pub port: u32,
+    #[serde(default)]
+    pub maintenance: bool,
+    #[serde(default)]
+    pub lease: i64,
+    #[serde(default)]
+    pub create_revision: i64,
+    #[serde(default)]
+    pub mod_revision: i64,
 }
 
 /// One history entry.
@@ -70,6 +112,19 @@ pub struct Op {
     /// Read (ok): the key's mod_revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mod_revision: Option<i64>,
+    /// Lease and catalog: the lease the op is about (read: the key's lease).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<i64>,
+    /// Lease and catalog: the TTL an answer carried (seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
+    /// Catalog: the maintenance flag asked for, or whether the instance existed (register,
+    /// deregister).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<bool>,
+    /// Catalog: GetService (ok): the instances read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<InstanceRecord>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -100,6 +155,10 @@ impl Op {
             values: None,
             revision: None,
             mod_revision: None,
+            lease: None,
+            ttl: None,
+            flag: None,
+            instances: None,
             error: None,
         }
     }
@@ -218,6 +277,30 @@ pub fn complete_ops(history: &[Op]) -> anyhow::Result<Vec<CompleteOp>> {
     }
     done.sort_by_key(|op| op.invoke.time);
     Ok(done)
+}
+
+/// Final reads (after the heal) run as processes from here on (`run.rs`).
+pub const FIRST_FINAL_PROCESS: u64 = 1_000_000_000;
+
+/// A stored run's ops and the time its final reads began (for re-checking a run directory).
+pub fn read_run(run_dir: &Path) -> anyhow::Result<(Vec<CompleteOp>, u64)> {
+    let ops = read_jsonl(&run_dir.join("history.jsonl"))?;
+    let final_from = ops
+        .iter()
+        .filter(|op| op.process >= FIRST_FINAL_PROCESS)
+        .map(|op| op.time)
+        .min()
+        .unwrap_or(u64::MAX);
+    Ok((complete_ops(&ops)?, final_from))
+}
+
+/// Reads any JSON-lines file of a run directory.
+pub fn read_records<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| Ok(serde_json::from_str(line)?))
+        .collect()
 }
 
 /// Builders for crafted histories in checker tests.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::client::NodeClient;
 use crate::cluster::{leader, Cluster};
@@ -26,7 +26,9 @@ use crate::firewall::Grudge;
 use crate::history::History;
 
 /// A nemesis a run can enable (`--nemesis a,b`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NemesisKind {
     None,
@@ -66,7 +68,7 @@ impl NemesisKind {
 }
 
 /// A planned membership change (interface for the membership nemesis).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MembershipChange {
     AddLearnerAndPromote { node: usize },
     Remove { node: usize },
@@ -74,7 +76,7 @@ pub enum MembershipChange {
 }
 
 /// One concrete fault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Fault {
     Kill {
         nodes: Vec<usize>,
@@ -117,7 +119,7 @@ impl Fault {
 }
 
 /// A fault as recorded: what, and when (seconds since the run started).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FaultRecord {
     pub fault: Fault,
     pub name: String,

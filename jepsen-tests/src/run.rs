@@ -17,7 +17,7 @@ use crate::cluster::{self, Cluster, ClusterOptions};
 use crate::history::{complete_ops, write_jsonl, History, OpType};
 use crate::nemesis::{self, FaultRecord, NemesisKind, Schedule};
 use crate::net::{self, Subnet};
-use crate::workload::{client_loop, ClientPlan, Workload, WorkloadKind};
+use crate::workload::{client_loop, CheckContext, ClientPlan, Workload, WorkloadKind};
 
 /// Everything a run needs (the CLI fills it).
 #[derive(Debug, Clone)]
@@ -204,7 +204,8 @@ pub async fn run(options: RunOptions, slot: ClusterSlot) -> anyhow::Result<(Verd
     let stop = Arc::new(AtomicBool::new(false));
     let op_clients = cluster::clients(&addresses, options.deadline)?;
     let mean_gap = Duration::from_secs_f64(options.concurrency as f64 / options.rate.max(0.1));
-    // Background tasks (watchers and compactor of the watch workload): one watcher per node.
+    // Background tasks (watchers and compactor of the watch and catalog workloads): one
+    // watcher per node.
     workload.start(
         &addresses,
         options.nodes,
@@ -260,7 +261,7 @@ pub async fn run(options: RunOptions, slot: ClusterSlot) -> anyhow::Result<(Verd
     }
     let final_from = history.now();
     let final_clients = cluster::clients(&addresses, Duration::from_secs(2))?;
-    let first_final_process = 1_000_000_000;
+    let first_final_process = crate::history::FIRST_FINAL_PROCESS;
     workload
         .final_reads(&final_clients, first_final_process, &history)
         .await;
@@ -292,7 +293,14 @@ pub async fn run(options: RunOptions, slot: ClusterSlot) -> anyhow::Result<(Verd
             OpType::Info | OpType::Invoke => counts.info += 1,
         }
     }
-    checks.extend(workload.check(&complete, final_from));
+    checks.extend(workload.check(
+        &complete,
+        &CheckContext {
+            final_from,
+            faults: &faults,
+            nemesis: &kinds,
+        },
+    ));
     checks.push(convergence);
     checks.push(recovery);
     let mut verdict = if checks

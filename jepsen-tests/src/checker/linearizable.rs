@@ -1,5 +1,6 @@
-//! Wing–Gong–Lowe linearizability search for one register (one key): reads, writes and
-//! compare-and-set over unique values.
+//! Wing–Gong–Lowe linearizability search for one object under a sequential [`Model`]: the
+//! register (one key: reads, writes and compare-and-set over unique values, [`check_register`])
+//! and the catalog's instance record (`checker::catalog`) use the same search.
 //!
 //! The history is a doubly linked list of call and return events in time order. The search walks
 //! it from the front: a call whose operation the model accepts in the current state is
@@ -14,6 +15,26 @@
 //! (value and the unobserved-write pruning below) directly and runs without extra dependencies.
 
 use std::collections::HashSet;
+use std::hash::Hash;
+
+/// A sequential specification: the state an operation leaves, or `None` when the operation is
+/// impossible in that state (a read of another value, a failed precondition).
+pub trait Model {
+    type State: Clone + Eq + Hash;
+    type Op: Copy;
+    fn step(state: &Self::State, op: &Self::Op) -> Option<Self::State>;
+}
+
+/// The register model: state `None` is "key absent".
+pub struct Register;
+
+impl Model for Register {
+    type State = Option<u64>;
+    type Op = RegisterOp;
+    fn step(state: &Option<u64>, op: &RegisterOp) -> Option<Option<u64>> {
+        step(*state, *op)
+    }
+}
 
 /// A register operation as the model sees it. Values are unique per run; `None` is "key absent".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,12 +46,15 @@ pub enum RegisterOp {
 
 /// One operation for the search: a call time and, unless it is `info`, a return time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimedOp {
-    pub op: RegisterOp,
+pub struct Timed<O> {
+    pub op: O,
     pub call: u64,
     /// `None` for `info`: the operation may take effect at any time after its call, or never.
     pub ret: Option<u64>,
 }
+
+/// A timed register operation.
+pub type TimedOp = Timed<RegisterOp>;
 
 /// The outcome of a search.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +81,11 @@ fn step(state: Option<u64>, op: RegisterOp) -> Option<Option<u64>> {
 /// operation can only overwrite the register with a value nobody reads, so leaving it out never
 /// turns a linearizable history into a non-linearizable one, and it keeps the search small when a
 /// partition turns many writes into `info`.
+///
+/// A kept `info` cas observes its expected value in turn (it can only take effect after a write
+/// of it), so the observed set grows until nothing changes.
 pub fn prune_unobserved(ops: &[TimedOp]) -> Vec<TimedOp> {
-    let observed: HashSet<u64> = ops
+    let mut observed: HashSet<u64> = ops
         .iter()
         .filter(|op| op.ret.is_some())
         .filter_map(|op| match op.op {
@@ -67,6 +94,19 @@ pub fn prune_unobserved(ops: &[TimedOp]) -> Vec<TimedOp> {
             RegisterOp::Write(_) => None,
         })
         .collect();
+    loop {
+        let before = observed.len();
+        for op in ops.iter().filter(|op| op.ret.is_none()) {
+            if let RegisterOp::Cas { expected, new } = op.op {
+                if observed.contains(&new) {
+                    observed.insert(expected);
+                }
+            }
+        }
+        if observed.len() == before {
+            break;
+        }
+    }
     ops.iter()
         .copied()
         .filter(|op| match (op.ret, op.op) {
@@ -95,6 +135,16 @@ const NONE: usize = usize::MAX;
 
 /// Checks one register's history (initially absent) with at most `budget` search steps.
 pub fn check_register(ops: &[TimedOp], budget: u64) -> Linearizability {
+    check_history::<Register>(ops, None, budget)
+}
+
+/// Checks one object's history under model `M`, starting from `initial`, with at most `budget`
+/// search steps.
+pub fn check_history<M: Model>(
+    ops: &[Timed<M::Op>],
+    initial: M::State,
+    budget: u64,
+) -> Linearizability {
     // Events in time order. At equal times calls sort before returns, so the two operations count
     // as concurrent: the permissive reading, which can never invent an anomaly. (History times
     // are taken under one lock, so ties do not happen in recorded runs.)
@@ -157,9 +207,9 @@ pub fn check_register(ops: &[TimedOp], budget: u64) -> Linearizability {
 
     let words = ops.len().div_ceil(64).max(1);
     let mut linearized = vec![0u64; words];
-    let mut cache: HashSet<(Vec<u64>, Option<u64>)> = HashSet::new();
-    let mut stack: Vec<(usize, Option<u64>)> = Vec::new();
-    let mut state: Option<u64> = None;
+    let mut cache: HashSet<(Vec<u64>, M::State)> = HashSet::new();
+    let mut stack: Vec<(usize, M::State)> = Vec::new();
+    let mut state: M::State = initial;
     let mut entry = events[HEAD].next;
     let mut steps = 0u64;
     let mut deepest = (0usize, 0usize);
@@ -170,14 +220,14 @@ pub fn check_register(ops: &[TimedOp], budget: u64) -> Linearizability {
             return Linearizability::Unknown;
         }
         let event = events[entry];
-        let op = ops[event.op];
+        let op = &ops[event.op];
         if event.is_call {
-            if let Some(next_state) = step(state, op.op) {
+            if let Some(next_state) = M::step(&state, &op.op) {
                 let mut next_linearized = linearized.clone();
                 next_linearized[event.op / 64] |= 1 << (event.op % 64);
-                if cache.insert((next_linearized.clone(), next_state)) {
-                    stack.push((entry, state));
-                    state = next_state;
+                if cache.insert((next_linearized.clone(), next_state.clone())) {
+                    let previous = std::mem::replace(&mut state, next_state);
+                    stack.push((entry, previous));
                     linearized = next_linearized;
                     lift(&mut events, entry);
                     entry = events[HEAD].next;
@@ -334,6 +384,30 @@ mod tests {
         let pruned = prune_unobserved(&ops);
         assert_eq!(pruned.len(), 2);
         assert!(pruned.iter().all(|op| op.op != RegisterOp::Write(1)));
+    }
+
+    /// An info write read only through an info cas that started from it must stay: dropping it
+    /// would leave the cas without its expected value and invent an anomaly.
+    #[test]
+    fn info_write_observed_through_an_info_cas_is_kept() {
+        let ops = [
+            op(RegisterOp::Write(1), 0, None),
+            op(
+                RegisterOp::Cas {
+                    expected: 1,
+                    new: 2,
+                },
+                1,
+                None,
+            ),
+            op(RegisterOp::Read(Some(2)), 5, Some(6)),
+        ];
+        let pruned = prune_unobserved(&ops);
+        assert_eq!(pruned.len(), 3);
+        assert_eq!(
+            check_register(&pruned, 1_000),
+            Linearizability::Linearizable
+        );
     }
 
     #[test]

@@ -191,17 +191,17 @@ pub const CHECKS: [&str; 9] = [
 
 /// The ground truth: events by revision, and each key's values over time.
 #[derive(Debug, Default)]
-struct Truth {
-    events: BTreeMap<i64, Vec<Ev>>,
+pub(crate) struct Truth {
+    pub(crate) events: BTreeMap<i64, Vec<Ev>>,
     /// Per key: (revision, value from that revision on; `None` once deleted).
     history: HashMap<String, Vec<(i64, Option<Kv>)>>,
     /// The truth is complete for revisions ≤ this.
-    through: i64,
+    pub(crate) through: i64,
 }
 
 impl Truth {
     /// The key's value just before `revision`.
-    fn before(&self, key: &str, revision: i64) -> Option<&Kv> {
+    pub(crate) fn before(&self, key: &str, revision: i64) -> Option<&Kv> {
         let versions = self.history.get(key)?;
         let index = versions.partition_point(|(at, _)| *at < revision);
         index
@@ -210,7 +210,7 @@ impl Truth {
     }
 
     /// The state of the prefix at `revision`.
-    fn state_at(&self, revision: i64) -> BTreeMap<&str, &Kv> {
+    pub(crate) fn state_at(&self, revision: i64) -> BTreeMap<&str, &Kv> {
         let mut state = BTreeMap::new();
         for key in self.history.keys() {
             if let Some(kv) = self.before(key, revision + 1) {
@@ -400,14 +400,21 @@ fn build_truth(sessions: &[Session<'_>], report: &mut Check) -> Option<Truth> {
     Some(truth)
 }
 
-/// Anomalies per check plus the truth's own problems.
-struct Check {
-    report: CheckReport,
-    counts: BTreeMap<&'static str, usize>,
+/// Anomalies per check plus the truth's own problems (also the catalog checker's).
+pub(crate) struct Check {
+    pub(crate) report: CheckReport,
+    pub(crate) counts: BTreeMap<&'static str, usize>,
 }
 
 impl Check {
-    fn anomaly(&mut self, check: &'static str, description: String) {
+    /// A report named `checker` counting anomalies of `checks` (each starts at 0).
+    pub(crate) fn new(checker: &str, checks: &[&'static str]) -> Self {
+        Check {
+            report: CheckReport::new(checker),
+            counts: checks.iter().map(|name| (*name, 0)).collect(),
+        }
+    }
+    pub(crate) fn anomaly(&mut self, check: &'static str, description: String) {
         *self.counts.entry(check).or_insert(0) += 1;
         self.report.anomaly(format!("{check}: {description}"));
     }
@@ -415,7 +422,7 @@ impl Check {
         *self.counts.entry("truth").or_insert(0) += 1;
         self.report.anomaly(format!("truth: {description}"));
     }
-    fn unknown(&mut self, description: String) {
+    pub(crate) fn unknown(&mut self, description: String) {
         self.report.unknown(description);
     }
 }
@@ -423,18 +430,58 @@ impl Check {
 /// Checks a watch history. The truth must reach the last acknowledged write and every final read,
 /// else the verdict is unknown.
 pub fn check(entries: &[WatchEntry]) -> CheckReport {
-    let mut check = Check {
-        report: CheckReport::new("watch"),
-        counts: CHECKS.iter().map(|name| (*name, 0)).collect(),
+    let mut check = Check::new("watch", &CHECKS);
+    let Some((truth, writes_checked)) = checked_truth(entries, &mut check) else {
+        return check.report;
     };
     let sessions = sessions(entries);
-    let Some(truth) = build_truth(&sessions, &mut check) else {
+
+    // The watches.
+    let mut stats = Stats::default();
+    // The highest successful compaction: prev_kv of events at or below it may be gone.
+    let compacted_through = compacted_through(entries);
+    for session in sessions.iter().filter(|session| session.watcher != 0) {
+        check_session(session, &truth, compacted_through, &mut check, &mut stats);
+    }
+    let truth_events: usize = truth.events.values().map(Vec::len).sum();
+    check.report.stats = serde_json::json!({
+        "truth_through": truth.through,
+        "truth_revisions": truth.events.len(),
+        "truth_events": truth_events,
+        "writes_checked": writes_checked,
+        "watches": stats.watches,
+        "compacted_watches": stats.compacted,
+        "responses": stats.responses,
+        "progress_responses": stats.progress,
+        "events_checked": stats.events,
+        "events_beyond_truth": stats.beyond,
+        "anomalies_by_check": check.counts,
+    });
+    check.report
+}
+
+/// The highest successful compaction revision in the entries (0: none).
+pub(crate) fn compacted_through(entries: &[WatchEntry]) -> i64 {
+    entries
+        .iter()
+        .filter(|entry| entry.kind == EntryKind::Compact && entry.error.is_none())
+        .map(|entry| entry.revision)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The ground truth from watcher 0's sessions, validated: it replays consistently, holds every
+/// acknowledged write (`Write` entries) at its revision, and equals every final read (`Final`
+/// entries). Returns it with the number of writes checked; `None` (with the report invalid or
+/// unknown) when there is no usable truth. Problems are counted under "truth".
+pub(crate) fn checked_truth(entries: &[WatchEntry], check: &mut Check) -> Option<(Truth, usize)> {
+    let sessions = sessions(entries);
+    let Some(truth) = build_truth(&sessions, check) else {
         if check.report.validity == Validity::Valid {
             check.unknown("no ground truth".to_string());
         }
-        return check.report;
+        return None;
     };
-
     // The truth against the writers' acknowledgements and the final read.
     let mut writes_checked = 0usize;
     let last_write = entries
@@ -496,33 +543,7 @@ pub fn check(entries: &[WatchEntry]) -> CheckReport {
         }
     }
 
-    // The watches.
-    let mut stats = Stats::default();
-    // The highest successful compaction: prev_kv of events at or below it may be gone.
-    let compacted_through = entries
-        .iter()
-        .filter(|entry| entry.kind == EntryKind::Compact && entry.error.is_none())
-        .map(|entry| entry.revision)
-        .max()
-        .unwrap_or(0);
-    for session in sessions.iter().filter(|session| session.watcher != 0) {
-        check_session(session, &truth, compacted_through, &mut check, &mut stats);
-    }
-    let truth_events: usize = truth.events.values().map(Vec::len).sum();
-    check.report.stats = serde_json::json!({
-        "truth_through": truth.through,
-        "truth_revisions": truth.events.len(),
-        "truth_events": truth_events,
-        "writes_checked": writes_checked,
-        "watches": stats.watches,
-        "compacted_watches": stats.compacted,
-        "responses": stats.responses,
-        "progress_responses": stats.progress,
-        "events_checked": stats.events,
-        "events_beyond_truth": stats.beyond,
-        "anomalies_by_check": check.counts,
-    });
-    check.report
+    Some((truth, writes_checked))
 }
 
 #[derive(Default)]

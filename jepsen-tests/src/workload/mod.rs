@@ -9,8 +9,13 @@
 //! - `watch`: puts, deletes and multi-key txns on `jepsen/w/` while watchers start at recent
 //!   revisions, cancel and resume across nodes, with compaction running; judged by the nine
 //!   watch checks against a ground-truth watch from revision 1 ([`watch`]).
-//! - `lease`: not built until beacond has leases; [`lease`] holds its plan.
+//! - `lease`: grants, lease-bound puts, keepers that keep leases alive and then stop or revoke,
+//!   reads and time-to-live queries; judged by the lease checker ([`lease`]).
+//! - `catalog`: registrations (persistent and lease-bound), deregistrations, maintenance,
+//!   heartbeats and GetService reads, with WatchService watchers; judged per instance by
+//!   Wing–Gong–Lowe and the service watches against a ground-truth etcd watch ([`catalog`]).
 
+pub mod catalog;
 pub mod lease;
 pub mod register;
 pub mod set;
@@ -26,6 +31,7 @@ use rand::{Rng, SeedableRng};
 use crate::checker::CheckReport;
 use crate::client::NodeClient;
 use crate::history::{CompleteOp, History, OpType};
+use crate::nemesis::{FaultRecord, NemesisKind};
 
 /// Which workload to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -34,8 +40,8 @@ pub enum WorkloadKind {
     Register,
     Set,
     Watch,
-    /// Needs leases in beacond (not yet there): refused at start.
     Lease,
+    Catalog,
 }
 
 /// A workload's shared state.
@@ -44,16 +50,29 @@ pub enum Workload {
     Register(register::Register),
     Set(set::Set),
     Watch(watch::Watch),
+    Lease(lease::Lease),
+    Catalog(catalog::Catalog),
+}
+
+/// What the checkers get besides the history.
+#[derive(Debug, Clone)]
+pub struct CheckContext<'a> {
+    /// Ops invoked at or after this time (ns) are the final reads, after the heal.
+    pub final_from: u64,
+    pub faults: &'a [FaultRecord],
+    /// The nemeses enabled (expanded).
+    pub nemesis: &'a [NemesisKind],
 }
 
 impl Workload {
     pub fn new(kind: WorkloadKind) -> anyhow::Result<Self> {
-        match kind {
-            WorkloadKind::Register => Ok(Workload::Register(register::Register::default())),
-            WorkloadKind::Set => Ok(Workload::Set(set::Set::default())),
-            WorkloadKind::Watch => Ok(Workload::Watch(watch::Watch::default())),
-            WorkloadKind::Lease => anyhow::bail!(lease::NOT_YET),
-        }
+        Ok(match kind {
+            WorkloadKind::Register => Workload::Register(register::Register::default()),
+            WorkloadKind::Set => Workload::Set(set::Set::default()),
+            WorkloadKind::Watch => Workload::Watch(watch::Watch::default()),
+            WorkloadKind::Lease => Workload::Lease(lease::Lease::default()),
+            WorkloadKind::Catalog => Workload::Catalog(catalog::Catalog::default()),
+        })
     }
 
     /// Runs one op (invoke + completion recorded) and returns its outcome.
@@ -68,6 +87,8 @@ impl Workload {
             Workload::Register(register) => register.step(client, process, rng, history).await,
             Workload::Set(set) => set.step(client, process, history).await,
             Workload::Watch(watch) => watch.step(client, process, rng, history).await,
+            Workload::Lease(lease) => lease.step(client, process, rng, history).await,
+            Workload::Catalog(catalog) => catalog.step(client, process, rng, history).await,
         }
     }
 
@@ -79,20 +100,38 @@ impl Workload {
             }
             Workload::Set(set) => set.final_reads(clients, first_process, history).await,
             Workload::Watch(watch) => watch.final_reads(clients, first_process, history).await,
+            Workload::Lease(lease) => lease.final_reads(clients, first_process, history).await,
+            Workload::Catalog(catalog) => {
+                catalog.final_reads(clients, first_process, history).await
+            }
         }
     }
 
-    /// Judges the history; reads invoked at or after `final_from` are the final reads.
-    pub fn check(&self, ops: &[CompleteOp], final_from: u64) -> Vec<CheckReport> {
+    /// Judges the history.
+    pub fn check(&self, ops: &[CompleteOp], context: &CheckContext<'_>) -> Vec<CheckReport> {
         match self {
             Workload::Register(_) => vec![crate::checker::register::check(ops)],
-            Workload::Set(_) => vec![crate::checker::set::check(ops, final_from)],
+            Workload::Set(_) => vec![crate::checker::set::check(ops, context.final_from)],
             Workload::Watch(watch) => vec![crate::checker::watch::check(&watch.entries())],
+            Workload::Lease(_) => vec![crate::checker::lease::check(
+                ops,
+                context.final_from,
+                context.faults,
+                context.nemesis,
+            )],
+            Workload::Catalog(catalog) => crate::checker::catalog::check(
+                ops,
+                &catalog.truth_entries(),
+                &catalog.watch_entries(),
+                &catalog.convergence_entries(),
+                context.final_from,
+            ),
         }
     }
 
-    /// Starts the workload's background tasks (the watch workload's watchers and compactor):
-    /// `watchers` checked watchers; they stop with `stop`.
+    /// Starts the workload's background tasks (watchers and compactor of the watch and catalog
+    /// workloads; the lease workload's keepers start with their grants): `watchers` checked
+    /// watchers; they stop with `stop`.
     pub fn start(
         &self,
         addresses: &[String],
@@ -106,17 +145,30 @@ impl Workload {
             Workload::Watch(watch) => {
                 watch.start(addresses, watchers, seed, deadline, stop, history)
             }
+            Workload::Lease(lease) => lease.start(addresses, seed, deadline, stop, history),
+            Workload::Catalog(catalog) => catalog.start(addresses, watchers, seed, stop, history),
             Workload::Register(_) | Workload::Set(_) => Ok(()),
         }
     }
 
-    /// Writes the workload's own records into the run directory (`watch.jsonl`).
+    /// Writes the workload's own records into the run directory (`watch.jsonl`; the catalog's
+    /// `watch.jsonl`, `catalog-watch.jsonl` and `catalog-convergence.jsonl`).
     pub fn write_files(&self, run_dir: &std::path::Path) -> anyhow::Result<()> {
+        use crate::history::write_jsonl;
         match self {
-            Workload::Watch(watch) => {
-                crate::history::write_jsonl(&run_dir.join("watch.jsonl"), &watch.entries())
+            Workload::Watch(watch) => write_jsonl(&run_dir.join("watch.jsonl"), &watch.entries()),
+            Workload::Catalog(catalog) => {
+                write_jsonl(&run_dir.join("watch.jsonl"), &catalog.truth_entries())?;
+                write_jsonl(
+                    &run_dir.join("catalog-watch.jsonl"),
+                    &catalog.watch_entries(),
+                )?;
+                write_jsonl(
+                    &run_dir.join("catalog-convergence.jsonl"),
+                    &catalog.convergence_entries(),
+                )
             }
-            Workload::Register(_) | Workload::Set(_) => Ok(()),
+            Workload::Register(_) | Workload::Set(_) | Workload::Lease(_) => Ok(()),
         }
     }
 }

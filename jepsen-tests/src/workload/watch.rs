@@ -50,17 +50,26 @@ const NO_WATCHER: u64 = u64::MAX;
 /// The workload's shared state.
 #[derive(Debug, Default)]
 pub struct Watch {
+    recording: Recording,
+    next_value: AtomicU64,
+    /// The writers' KV clients per node (with the client deadline), set by [`Watch::start`].
+    writers: Mutex<Vec<KvClient<Channel>>>,
+    deadline: Mutex<Duration>,
+}
+
+/// What the watchers of a prefix share: the recorded entries, the head, the truth watcher's
+/// position, and the background tasks. The watch workload runs the truth and checked watchers
+/// on `jepsen/w/`; the catalog workload runs only the truth watcher (and the compactor) on the
+/// catalog's key prefix, as the ground truth for its service watches.
+#[derive(Debug, Default)]
+pub(crate) struct Recording {
     entries: Arc<Mutex<Vec<WatchEntry>>>,
     /// The highest revision any response reported.
     head: Arc<AtomicI64>,
     /// Every revision ≤ this is in the truth watcher's stream.
     truth_through: Arc<AtomicI64>,
-    next_value: AtomicU64,
     truth_stop: Arc<AtomicBool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// The writers' KV clients per node (with the client deadline), set by [`Watch::start`].
-    writers: Mutex<Vec<KvClient<Channel>>>,
-    deadline: Mutex<Duration>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -71,20 +80,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Shared handle the background tasks use to record entries.
 #[derive(Clone)]
-struct Recorder {
+pub(crate) struct Recorder {
     entries: Arc<Mutex<Vec<WatchEntry>>>,
     history: History,
 }
 
 impl Recorder {
-    fn record(&self, mut entry: WatchEntry) {
+    pub(crate) fn record(&self, mut entry: WatchEntry) {
         let mut entries = lock(&self.entries);
         entry.time = self.history.now();
         entries.push(entry);
     }
 }
 
-fn kv_of(kv: &KeyValue) -> Kv {
+pub(crate) fn kv_of(kv: &KeyValue) -> Kv {
     Kv {
         key: String::from_utf8_lossy(&kv.key).into_owned(),
         value: String::from_utf8_lossy(&kv.value).into_owned(),
@@ -122,7 +131,8 @@ fn response_entry(watcher: u64, session: u64, node: usize, response: &WatchRespo
     entry
 }
 
-fn watch_channel(address: &str) -> anyhow::Result<Channel> {
+/// A channel for long-lived streams: no per-request timeout.
+pub(crate) fn watch_channel(address: &str) -> anyhow::Result<Channel> {
     Ok(Endpoint::from_shared(format!("http://{address}"))?
         .connect_timeout(Duration::from_secs(1))
         .connect_lazy())
@@ -151,6 +161,8 @@ enum Ended {
 
 struct WatcherCtx {
     watcher: u64,
+    /// The watched prefix (the truth watches all of it).
+    prefix: String,
     channels: Vec<Channel>,
     recorder: Recorder,
     head: Arc<AtomicI64>,
@@ -363,7 +375,7 @@ impl WatcherCtx {
             }
             let spec = if self.is_truth() {
                 WatchSpec {
-                    key: PREFIX.to_string(),
+                    key: self.prefix.clone(),
                     prefix: true,
                     start: next,
                     prev_kv: true,
@@ -374,9 +386,9 @@ impl WatcherCtx {
                 let one_key = rng.gen_bool(0.25);
                 WatchSpec {
                     key: if one_key {
-                        format!("{PREFIX}{}", rng.gen_range(0..KEYS))
+                        format!("{}{}", self.prefix, rng.gen_range(0..KEYS))
                     } else {
-                        PREFIX.to_string()
+                        self.prefix.clone()
                     },
                     prefix: !one_key,
                     start: next,
@@ -429,6 +441,7 @@ async fn compactor(
     head: Arc<AtomicI64>,
     truth_through: Arc<AtomicI64>,
     stop: Arc<AtomicBool>,
+    lag: std::ops::Range<i64>,
     seed: u64,
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -439,7 +452,7 @@ async fn compactor(
             break;
         }
         // Behind the head by a little, and never above the truth watcher.
-        let target = (head.load(Ordering::Relaxed) - rng.gen_range(5..40))
+        let target = (head.load(Ordering::Relaxed) - rng.gen_range(lag.clone()))
             .min(truth_through.load(Ordering::Relaxed) - 1);
         if target <= compacted.max(1) {
             continue;
@@ -467,6 +480,153 @@ async fn compactor(
     }
 }
 
+impl Recording {
+    fn recorder(&self, history: &History) -> Recorder {
+        Recorder {
+            entries: self.entries.clone(),
+            history: history.clone(),
+        }
+    }
+
+    /// Notes a revision some answer reported (the truth watcher runs until it reaches the
+    /// highest).
+    pub(crate) fn saw_revision(&self, revision: i64) {
+        self.head.fetch_max(revision, Ordering::Relaxed);
+    }
+
+    /// Starts the truth watcher on `prefix`, `checked` checked watchers and the compactor, which
+    /// compacts every 2–6 s at head − `compact_lag` (never at or above the truth watcher).
+    /// `stop` ends the checked watchers and the compactor; the truth watcher runs until
+    /// [`Recording::final_reads`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        &self,
+        prefix: &str,
+        addresses: &[String],
+        checked: usize,
+        compact_lag: std::ops::Range<i64>,
+        seed: u64,
+        stop: Arc<AtomicBool>,
+        history: &History,
+    ) -> anyhow::Result<()> {
+        let channels = addresses
+            .iter()
+            .map(|address| watch_channel(address))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let recorder = self.recorder(history);
+        let mut tasks = lock(&self.tasks);
+        for watcher in 0..=checked as u64 {
+            let ctx = WatcherCtx {
+                watcher,
+                prefix: prefix.to_string(),
+                channels: channels.clone(),
+                recorder: recorder.clone(),
+                head: self.head.clone(),
+                truth_through: self.truth_through.clone(),
+                stop: if watcher == 0 {
+                    self.truth_stop.clone()
+                } else {
+                    stop.clone()
+                },
+            };
+            tasks.push(tokio::spawn(
+                ctx.run(seed.wrapping_mul(31).wrapping_add(watcher)),
+            ));
+        }
+        tasks.push(tokio::spawn(compactor(
+            channels.iter().cloned().map(KvClient::new).collect(),
+            recorder,
+            self.head.clone(),
+            self.truth_through.clone(),
+            stop,
+            compact_lag,
+            seed.wrapping_add(977),
+        )));
+        Ok(())
+    }
+
+    /// Records an acknowledged write (for the truth check).
+    pub(crate) fn record_write(
+        &self,
+        history: &History,
+        process: u64,
+        node: usize,
+        revision: i64,
+        writes: Vec<Write>,
+    ) {
+        self.saw_revision(revision);
+        let mut entry = WatchEntry::new(EntryKind::Write, NO_WATCHER, process, node);
+        entry.revision = revision;
+        entry.writes = writes;
+        self.recorder(history).record(entry);
+    }
+
+    /// After the heal: a linearizable read of `prefix` on every node (recorded as final reads),
+    /// then waits (≤ 60 s) for the truth watcher to reach the highest revision seen and stops
+    /// it. Returns the next free process id.
+    pub(crate) async fn final_reads(
+        &self,
+        prefix: &str,
+        clients: &[NodeClient],
+        first_process: u64,
+        history: &History,
+    ) -> u64 {
+        let recorder = self.recorder(history);
+        let mut process = first_process;
+        for client in clients {
+            for _attempt in 0..10 {
+                process += 1;
+                let invoke = history.record(Op::invoke(
+                    process,
+                    Function::ReadSet,
+                    client.node,
+                    Some(prefix.to_string()),
+                ));
+                let mut done = invoke.clone();
+                match client
+                    .range(prefix.as_bytes(), &prefix_end(prefix), 0, false)
+                    .await
+                {
+                    Ok((kvs, revision)) => {
+                        done.op_type = OpType::Ok;
+                        done.revision = Some(revision);
+                        history.record(done);
+                        self.saw_revision(revision);
+                        let mut entry =
+                            WatchEntry::new(EntryKind::Final, NO_WATCHER, 0, client.node);
+                        entry.revision = revision;
+                        entry.kvs = kvs.iter().map(kv_of).collect();
+                        recorder.record(entry);
+                        break;
+                    }
+                    Err(error) => {
+                        done.op_type = OpType::Fail;
+                        done.error = Some(error.to_string());
+                        history.record(done);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        }
+        self.truth_stop.store(true, Ordering::Relaxed);
+        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for mut task in tasks {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, &mut task).await.is_err() {
+                eprintln!("jepsen-tests: a watch task did not finish in time; aborted");
+                task.abort();
+            }
+        }
+        process + 1
+    }
+
+    /// The recorded entries (for `watch.jsonl` and the checkers).
+    pub(crate) fn entries(&self) -> Vec<WatchEntry> {
+        lock(&self.entries).clone()
+    }
+}
+
 impl Watch {
     /// Starts the truth watcher, `watchers` checked watchers and the compactor. `stop` ends the
     /// checked watchers and the compactor; the truth watcher runs until [`Watch::final_reads`].
@@ -491,41 +651,8 @@ impl Watch {
                 ))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let channels = addresses
-            .iter()
-            .map(|address| watch_channel(address))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let recorder = Recorder {
-            entries: self.entries.clone(),
-            history: history.clone(),
-        };
-        let mut tasks = lock(&self.tasks);
-        for watcher in 0..=watchers as u64 {
-            let ctx = WatcherCtx {
-                watcher,
-                channels: channels.clone(),
-                recorder: recorder.clone(),
-                head: self.head.clone(),
-                truth_through: self.truth_through.clone(),
-                stop: if watcher == 0 {
-                    self.truth_stop.clone()
-                } else {
-                    stop.clone()
-                },
-            };
-            tasks.push(tokio::spawn(
-                ctx.run(seed.wrapping_mul(31).wrapping_add(watcher)),
-            ));
-        }
-        tasks.push(tokio::spawn(compactor(
-            channels.iter().cloned().map(KvClient::new).collect(),
-            recorder,
-            self.head.clone(),
-            self.truth_through.clone(),
-            stop,
-            seed.wrapping_add(977),
-        )));
-        Ok(())
+        self.recording
+            .start(PREFIX, addresses, watchers, 5..40, seed, stop, history)
     }
 
     /// One writer op: a put (50 %), a delete (20 %) or a txn of 2–3 puts/deletes on distinct keys.
@@ -585,15 +712,8 @@ impl Watch {
             Ok(revision) => {
                 done.op_type = OpType::Ok;
                 done.revision = Some(revision);
-                self.head.fetch_max(revision, Ordering::Relaxed);
-                let mut entry = WatchEntry::new(EntryKind::Write, NO_WATCHER, process, client.node);
-                entry.revision = revision;
-                entry.writes = writes;
-                let recorder = Recorder {
-                    entries: self.entries.clone(),
-                    history: history.clone(),
-                };
-                recorder.record(entry);
+                self.recording
+                    .record_write(history, process, client.node, revision, writes);
             }
             Err(error) => done.write_failed(&error),
         }
@@ -603,61 +723,14 @@ impl Watch {
     /// After the heal: a linearizable read of the prefix on every node (recorded as final reads),
     /// then waits (≤ 60 s) for the truth watcher to reach the highest revision seen and stops it.
     pub async fn final_reads(&self, clients: &[NodeClient], first_process: u64, history: &History) {
-        let recorder = Recorder {
-            entries: self.entries.clone(),
-            history: history.clone(),
-        };
-        let mut process = first_process;
-        for client in clients {
-            for _attempt in 0..10 {
-                process += 1;
-                let invoke = history.record(Op::invoke(
-                    process,
-                    Function::ReadSet,
-                    client.node,
-                    Some(PREFIX.to_string()),
-                ));
-                let mut done = invoke.clone();
-                match client
-                    .range(PREFIX.as_bytes(), &prefix_end(PREFIX), 0, false)
-                    .await
-                {
-                    Ok((kvs, revision)) => {
-                        done.op_type = OpType::Ok;
-                        done.revision = Some(revision);
-                        history.record(done);
-                        self.head.fetch_max(revision, Ordering::Relaxed);
-                        let mut entry =
-                            WatchEntry::new(EntryKind::Final, NO_WATCHER, 0, client.node);
-                        entry.revision = revision;
-                        entry.kvs = kvs.iter().map(kv_of).collect();
-                        recorder.record(entry);
-                        break;
-                    }
-                    Err(error) => {
-                        done.op_type = OpType::Fail;
-                        done.error = Some(error.to_string());
-                        history.record(done);
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            }
-        }
-        self.truth_stop.store(true, Ordering::Relaxed);
-        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for mut task in tasks {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if tokio::time::timeout(left, &mut task).await.is_err() {
-                eprintln!("jepsen-tests: a watch task did not finish in time; aborted");
-                task.abort();
-            }
-        }
+        self.recording
+            .final_reads(PREFIX, clients, first_process, history)
+            .await;
     }
 
     /// The recorded watch entries (for `watch.jsonl` and the checker).
     pub fn entries(&self) -> Vec<WatchEntry> {
-        lock(&self.entries).clone()
+        self.recording.entries()
     }
 }
 
