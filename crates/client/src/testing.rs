@@ -64,11 +64,41 @@ pub fn etcd_installed() -> bool {
         .is_ok_and(|status| status.success())
 }
 
-/// A loopback port that was free a moment ago (held until the listener drops).
+/// A loopback port that was free a moment ago (held until the listener drops); see
+/// [`free_listen_port`].
 fn free_port() -> (TcpListener, u16) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
-    let port = listener.local_addr().expect("bound address").port();
-    (listener, port)
+    loop {
+        let port = free_listen_port();
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return (listener, port);
+        }
+    }
+}
+
+/// A loopback port for a test server to listen on, free a moment ago. Chosen in 20000..32000,
+/// below the kernel's ephemeral range (32768 and up): a port from bind(0) is released before the
+/// server binds it, and in that window any outgoing connection of a concurrently running test can
+/// take it as its source port ("address already in use"). Ports here are never handed out as
+/// source ports; the local cluster's 22379/22380 are skipped.
+pub fn free_listen_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.subsec_nanos())
+            .unwrap_or(0);
+    loop {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(step.wrapping_mul(7_919)) % 12_000);
+        let port = u16::try_from(port).expect("below 32000");
+        if port == 22_379 || port == 22_380 {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl ServerProcess {

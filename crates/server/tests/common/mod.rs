@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,11 +37,10 @@ pub struct TestCluster {
     pub nodes: Vec<TestNode>,
 }
 
+/// A loopback port for a member to listen on (outside the ephemeral range, so no concurrent
+/// test's outgoing connection can take it before the member binds it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    beacon_client::testing::free_listen_port()
 }
 
 impl TestCluster {
