@@ -7,11 +7,14 @@
 
 pub mod api_error;
 pub mod catalog_service;
+pub mod catalog_view;
+pub mod checker;
 pub mod cluster_service;
 pub mod config;
 pub mod kv_service;
 pub mod lease_keeper;
 pub mod lease_service;
+pub mod liveness;
 pub mod maintenance_service;
 pub mod peer_network;
 pub mod peer_service;
@@ -40,6 +43,9 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::catalog_service::CatalogService;
+use crate::catalog_view::CatalogView;
+use crate::checker::health_checker::{CheckerSettings, HealthChecker};
+use crate::checker::probe::Prober;
 use crate::cluster_service::ClusterService;
 use crate::config::ServerConfig;
 use crate::kv_service::KvService;
@@ -78,6 +84,9 @@ pub async fn run(
     opened.state_machine.add_listener(watch_hub.clone());
     let lease_keeper = LeaseKeeper::new(reader.clone());
     opened.state_machine.add_listener(lease_keeper.clone());
+    let catalog_view = CatalogView::new(reader.clone());
+    opened.state_machine.add_listener(catalog_view.clone());
+    let prober = Prober::new(config.id).context("cannot set up the health-check prober")?;
 
     let client_listener = TcpListener::bind(&config.client.listen)
         .await
@@ -163,9 +172,12 @@ pub async fn run(
     let peer_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(
-            RaftPeerServer::new(PeerService { node: node.clone() })
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX),
+            RaftPeerServer::new(PeerService {
+                node: node.clone(),
+                prober: prober.clone(),
+            })
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX),
         )
         .serve_with_incoming_shutdown(incoming(peer_listener)?, until_stopped(stopped.clone()));
 
@@ -196,6 +208,22 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming(client_listener)?, until_stopped(stopped));
 
     let keeper_task = tokio::spawn(lease_keeper.run(node.clone()));
+    let election_timeout = std::time::Duration::from_millis(config.raft.election_timeout_max_ms);
+    let checker_set_task = tokio::spawn(checker::checker_set::maintain(
+        node.clone(),
+        catalog_view.clone(),
+        election_timeout,
+    ));
+    let health_checker = HealthChecker::new(
+        node.clone(),
+        catalog_view.clone(),
+        prober,
+        CheckerSettings {
+            election_timeout,
+            flap: beacon_catalog::FlapPolicy::default(),
+        },
+    );
+    let checker_task = tokio::spawn(health_checker.run());
     let peer_task = tokio::spawn(peer_server);
     let client_task = tokio::spawn(client_server);
 
@@ -214,6 +242,8 @@ pub async fn run(
     let _ = stop.send(true);
     let (peer_result, client_result) = tokio::join!(peer_task, client_task);
     keeper_task.abort();
+    checker_set_task.abort();
+    checker_task.abort();
     if let Err(error) = raft.shutdown().await {
         tracing::warn!(%error, "raft did not shut down cleanly");
     }

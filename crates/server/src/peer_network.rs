@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use beacon_proto::beacon::v1::raft_peer_client::RaftPeerClient;
-use beacon_proto::beacon::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
+use beacon_proto::beacon::v1::{
+    Check, ConfirmProbeRequest, ConfirmProbeResponse, RaftPayload, ReadIndexRequest,
+    ReadIndexResponse,
+};
 use beacon_storage::{Member, NodeId, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -20,6 +23,8 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
+
+use crate::liveness::Liveness;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
@@ -28,6 +33,8 @@ use tonic::transport::{Channel, Endpoint};
 pub struct PeerClients {
     cluster_id: u64,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Who answered this member's Raft traffic, and when.
+    pub liveness: Arc<Liveness>,
 }
 
 /// A peer call failed before an answer arrived.
@@ -57,6 +64,7 @@ impl PeerClients {
         Self {
             cluster_id,
             channels: Arc::new(Mutex::new(HashMap::new())),
+            liveness: Arc::new(Liveness::default()),
         }
     }
 
@@ -108,6 +116,29 @@ impl PeerClients {
                     source,
                 })?;
         Ok(bincode::deserialize(&response.into_inner().data)?)
+    }
+
+    /// Asks the member at `addr` to probe `check` once (a second opinion on a critical verdict).
+    pub async fn confirm_probe(
+        &self,
+        addr: &str,
+        check: &Check,
+        timeout: Duration,
+    ) -> Result<ConfirmProbeResponse, PeerError> {
+        let mut request = tonic::Request::new(ConfirmProbeRequest {
+            cluster_id: self.cluster_id,
+            check: Some(check.clone()),
+        });
+        request.set_timeout(timeout);
+        let response = self
+            .client(addr)
+            .confirm_probe(request)
+            .await
+            .map_err(|source| PeerError::Transport {
+                addr: addr.to_string(),
+                source,
+            })?;
+        Ok(response.into_inner())
     }
 
     /// Asks the leader at `addr` for a read index confirmed by a quorum.
@@ -188,10 +219,15 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.send(&option, &rpc, |mut client, request| async move {
-            client.append_entries(request).await
-        })
-        .await
+        let answer = self
+            .send(&option, &rpc, |mut client, request| async move {
+                client.append_entries(request).await
+            })
+            .await;
+        if answer.is_ok() {
+            self.clients.liveness.answered_by(self.target);
+        }
+        answer
     }
 
     async fn install_snapshot(

@@ -5,16 +5,21 @@ use std::sync::Arc;
 
 use beacon_mvcc::WriteRequest;
 use beacon_proto::beacon::v1::raft_peer_server::RaftPeer;
-use beacon_proto::beacon::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
+use beacon_proto::beacon::v1::{
+    ConfirmProbeRequest, ConfirmProbeResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use crate::checker::probe::Prober;
 use crate::raft_node::RaftNode;
 
 /// Implements `beacon.v1.RaftPeer`.
 pub struct PeerService {
     pub node: Arc<RaftNode>,
+    /// Runs the second-opinion probes other members ask for.
+    pub prober: Prober,
 }
 
 impl PeerService {
@@ -52,7 +57,26 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc = self.decode(request.get_ref())?;
         let answer = self.node.raft.append_entries(rpc).await;
+        if answer.is_ok() {
+            self.node.peers.liveness.heard_from_leader();
+        }
         self.encode(&answer)
+    }
+
+    async fn confirm_probe(
+        &self,
+        request: Request<ConfirmProbeRequest>,
+    ) -> Result<Response<ConfirmProbeResponse>, Status> {
+        let request = request.into_inner();
+        self.check_cluster(request.cluster_id)?;
+        let check = request
+            .check
+            .ok_or_else(|| Status::invalid_argument("confirm probe without a check"))?;
+        let result = self.prober.probe(&check).await;
+        Ok(Response::new(ConfirmProbeResponse {
+            status: result.status as i32,
+            output: result.output,
+        }))
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

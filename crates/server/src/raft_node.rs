@@ -250,6 +250,29 @@ impl RaftNode {
             })
     }
 
+    /// Asks `member` to probe `check` once and report what it saw (the second opinion before a
+    /// critical verdict commits). Bounded by the check's timeout plus a second.
+    pub async fn confirm_probe(
+        &self,
+        member: NodeId,
+        check: &beacon_proto::beacon::v1::Check,
+    ) -> Result<beacon_proto::beacon::v1::ConfirmProbeResponse, ApiError> {
+        let node = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&member)
+            .cloned()
+            .ok_or_else(|| ApiError::Internal(format!("member {member} is not in the cluster")))?;
+        let timeout = Duration::from_millis(check.timeout_ms.max(1000)) + Duration::from_secs(1);
+        self.peers
+            .confirm_probe(&node.peer_addr, check, timeout)
+            .await
+            .map_err(|error| ApiError::Internal(error.to_string()))
+    }
+
     /// Rejects a write whose encoded size exceeds etcd's request limit.
     pub fn check_request_size(&self, encoded_len: usize) -> Result<(), ApiError> {
         if encoded_len > self.limits.max_request_bytes {
