@@ -64,6 +64,9 @@ use crate::watch_stream::StreamSettings;
 /// limit and this margin get etcd's "request is too large" rather than a transport error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// How long a stopping member lets requests in flight finish before it closes the connections.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs a member until `shutdown` resolves (or a server fails).
 pub async fn run(
     config: ServerConfig,
@@ -240,19 +243,36 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop.send(true);
-    let (peer_result, client_result) = tokio::join!(peer_task, client_task);
     keeper_task.abort();
     checker_set_task.abort();
     checker_task.abort();
+    // Graceful shutdown waits for open streams to end, and a watch never ends by itself: give
+    // requests in flight a moment, then drop whatever is still connected.
+    let (mut peer_task, mut client_task) = (peer_task, client_task);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        tokio::join!(&mut peer_task, &mut client_task)
+    })
+    .await;
+    let results = match drained {
+        Ok((peer_result, client_result)) => Some((peer_result, client_result)),
+        Err(_) => {
+            tracing::info!("closing the connections still open (watches, keepalives)");
+            peer_task.abort();
+            client_task.abort();
+            None
+        }
+    };
     if let Err(error) = raft.shutdown().await {
         tracing::warn!(%error, "raft did not shut down cleanly");
     }
-    peer_result
-        .context("peer server task")?
-        .context("peer server")?;
-    client_result
-        .context("client server task")?
-        .context("client server")?;
+    if let Some((peer_result, client_result)) = results {
+        peer_result
+            .context("peer server task")?
+            .context("peer server")?;
+        client_result
+            .context("client server task")?
+            .context("client server")?;
+    }
     Ok(())
 }
 

@@ -657,3 +657,23 @@ async fn ten_thousand_watches_on_one_key_are_created_and_all_notified() {
     }
     println!("10,000 watchers notified in {:?}", notified.elapsed());
 }
+
+/// Regression: a member stopped with SIGTERM while a client kept a watch open waited for the
+/// stream to end, i.e. forever; graceful shutdown now closes what is still open after a grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_member_even_with_an_open_watch() {
+    let mut cluster = TestCluster::start(1);
+    cluster.wait_for_leader().await;
+    let mut session = Session::open(&cluster, 0).await;
+    session
+        .create(WatchCreateRequest {
+            key: b"open".to_vec(),
+            ..Default::default()
+        })
+        .await;
+    let took = cluster.stop(0);
+    assert!(
+        took.is_some_and(|took| took < Duration::from_secs(6)),
+        "SIGTERM took {took:?} with a watch open"
+    );
+}

@@ -128,22 +128,23 @@ impl TestCluster {
     }
 
     /// SIGTERM and wait for a graceful exit.
-    pub fn stop(&mut self, index: usize) {
-        if let Some(mut child) = self.nodes[index].child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+    /// Returns how long the member took to exit, or `None` if it had to be killed after 10 s.
+    pub fn stop(&mut self, index: usize) -> Option<Duration> {
+        let mut child = self.nodes[index].child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(started.elapsed());
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     /// SIGSTOP (`pause = true`) or SIGCONT a member: it stays connected but answers nothing.
