@@ -2,7 +2,10 @@
 //! commits that set (`/_beacon/checkers`) through Raft whenever it changes.
 //!
 //! A member belongs to the set while it answers the leader's AppendEntries (heartbeats included)
-//! within an election timeout; the leader always belongs. Every member derives each check's owner
+//! within an election timeout; the leader always belongs. While every member is reachable the
+//! record is absent (absent means "every member"), so a healthy cluster never writes it and user
+//! revisions are not consumed by it; it appears when a member drops out and is deleted when all
+//! are back. Every member derives each check's owner
 //! from the committed set by rendezvous hashing, so ownership moves exactly when the committed set
 //! does, identically everywhere, and a steady cluster writes nothing. A member leaves the set only
 //! after two consecutive scans saw it silent, so one slow heartbeat does not reshuffle checks.
@@ -19,18 +22,19 @@ use crate::raft_node::RaftNode;
 /// How often the leader compares reachability with the committed set.
 const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The members that answered this leader within `window`, and the leader itself, sorted.
-fn reachable_members(node: &RaftNode, window: Duration) -> Vec<u64> {
+/// Every member, and those that answered this leader within `window` (the leader included),
+/// both sorted.
+fn members_and_reachable(node: &RaftNode, window: Duration) -> (Vec<u64>, Vec<u64>) {
     let me = node.identity.member_id;
     let membership = node.raft.metrics().borrow().membership_config.clone();
-    let mut members: Vec<u64> = membership
-        .membership()
-        .nodes()
-        .map(|(id, _)| *id)
+    let mut members: Vec<u64> = membership.membership().nodes().map(|(id, _)| *id).collect();
+    members.sort_unstable();
+    let reachable = members
+        .iter()
+        .copied()
         .filter(|id| *id == me || node.peers.liveness.answered_within(*id, window))
         .collect();
-    members.sort_unstable();
-    members
+    (members, reachable)
 }
 
 /// Runs on every member; acts only while it leads.
@@ -44,30 +48,38 @@ pub async fn maintain(node: Arc<RaftNode>, view: Arc<CatalogView>, election_time
             pending = None;
             continue;
         }
-        let reachable = reachable_members(&node, election_timeout);
+        let (members, reachable) = members_and_reachable(&node, election_timeout);
         let committed = view.read().checkers.clone();
-        if committed.as_ref().map(|set| &set.members) == Some(&reachable) {
+        let effective = committed.as_ref().map_or(&members, |set| &set.members);
+        if *effective == reachable {
             pending = None;
             continue;
         }
-        // A new leader writes its set at once; later differences must persist one more scan.
-        if committed.is_some() && pending.as_ref() != Some(&reachable) {
+        // A difference must persist one more scan: one late heartbeat reshuffles nothing.
+        if pending.as_ref() != Some(&reachable) {
             pending = Some(reachable);
             continue;
         }
         pending = None;
-        let set = CheckerSet {
-            members: reachable,
-            epoch: committed.map_or(1, |set| set.epoch + 1),
+        let write = if reachable == members {
+            WriteRequest::DeleteRange(pb::DeleteRangeRequest {
+                key: CHECKERS_KEY.as_bytes().to_vec(),
+                ..Default::default()
+            })
+        } else {
+            let set = CheckerSet {
+                members: reachable.clone(),
+                epoch: committed.map_or(1, |set| set.epoch + 1),
+            };
+            WriteRequest::Put(pb::PutRequest {
+                key: CHECKERS_KEY.as_bytes().to_vec(),
+                value: encode_checker_set(&set),
+                ..Default::default()
+            })
         };
-        let put = pb::PutRequest {
-            key: CHECKERS_KEY.as_bytes().to_vec(),
-            value: encode_checker_set(&set),
-            ..Default::default()
-        };
-        match node.propose_as_leader(WriteRequest::Put(put)).await {
+        match node.propose_as_leader(write).await {
             crate::proposal_batcher::ProposeOutcome::Applied(Ok(_)) => {
-                tracing::info!(members = ?set.members, epoch = set.epoch, "health-check members changed");
+                tracing::info!(members = ?reachable, "health-check members changed");
             }
             outcome => tracing::debug!(?outcome, "checker set not committed; will retry"),
         }
