@@ -26,8 +26,9 @@ use crate::beaconpb::catalog_client::CatalogClient;
 use crate::beaconpb::{
     DeregisterRequest, DeregisterResponse, DiscoverRequest, DiscoverResponse, GetServiceRequest,
     GetServiceResponse, HeartbeatRequest, HeartbeatResponse, Instance, InstanceEvent,
-    ListServicesRequest, ListServicesResponse, RegisterRequest, RegisterResponse,
-    SetMaintenanceRequest, SetMaintenanceResponse, WatchServiceRequest, WatchServiceResponse,
+    ListServicesRequest, ListServicesResponse, RegisterRequest, RegisterResponse, ServiceSettings,
+    SetMaintenanceRequest, SetMaintenanceResponse, SetServiceSettingsRequest,
+    SetServiceSettingsResponse, WatchServiceRequest, WatchServiceResponse,
 };
 use crate::client::{status_error, RequestKind};
 use crate::connection::is_not_connected;
@@ -110,6 +111,22 @@ impl Client {
         self.call(RequestKind::Write, move |channel| {
             let request = request.clone();
             async move { catalog(channel).set_maintenance(request).await }
+        })
+        .await
+    }
+
+    /// Sets a service's settings (fail-open threshold `min_healthy`, DNS TTL), replacing any
+    /// earlier ones. Idempotent, so retried like Register.
+    pub async fn set_service_settings(
+        &self,
+        settings: ServiceSettings,
+    ) -> Result<SetServiceSettingsResponse, ClientError> {
+        let request = SetServiceSettingsRequest {
+            settings: Some(settings),
+        };
+        self.call(RequestKind::IdempotentWrite, move |channel| {
+            let request = request.clone();
+            async move { catalog(channel).set_service_settings(request).await }
         })
         .await
     }

@@ -12,16 +12,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use beacon_catalog::{
-    decode_instance, encode_instance, instance_key, normalize_instance, service_prefix,
-    validate_instance, validate_instance_id, validate_service_name, CatalogError, INSTANCES_PREFIX,
+    decode_instance, decode_service_settings, default_service_settings, encode_instance,
+    encode_service_settings, instance_key, normalize_instance, service_prefix,
+    service_settings_key, validate_instance, validate_instance_id, validate_service_name,
+    validate_service_settings, CatalogError, INSTANCES_PREFIX, SERVICES_PREFIX,
 };
 use beacon_mvcc::{pb, WriteRequest, WriteResponse};
 use beacon_proto::beacon::v1::catalog_server::Catalog;
 use beacon_proto::beacon::v1::{
     DeregisterRequest, DeregisterResponse, DiscoverRequest, DiscoverResponse, GetServiceRequest,
     GetServiceResponse, HeartbeatRequest, HeartbeatResponse, Instance, ListServicesRequest,
-    ListServicesResponse, Maintenance, RegisterRequest, RegisterResponse, SetMaintenanceRequest,
-    SetMaintenanceResponse, WatchServiceRequest, WatchServiceResponse,
+    ListServicesResponse, Maintenance, RegisterRequest, RegisterResponse, ServiceSettings,
+    SetMaintenanceRequest, SetMaintenanceResponse, SetServiceSettingsRequest,
+    SetServiceSettingsResponse, WatchServiceRequest, WatchServiceResponse,
 };
 use beacon_proto::etcdserverpb::{watch_request::RequestUnion, WatchCreateRequest, WatchRequest};
 use beacon_proto::mvccpb::KeyValue;
@@ -106,6 +109,32 @@ impl CatalogService {
             })
             .collect();
         Ok((revision, instances))
+    }
+
+    /// The settings of every service that has some, or of one (`service`), from this member's
+    /// applied state (call after the read barrier of the instances they go with).
+    fn read_settings(&self, service: Option<&str>) -> Result<Vec<ServiceSettings>, Status> {
+        let (key, range_end) = match service {
+            Some(service) => (service_settings_key(service), Vec::new()),
+            None => {
+                let prefix = SERVICES_PREFIX.as_bytes();
+                (prefix.to_vec(), prefix_end(prefix))
+            }
+        };
+        let response = self
+            .node
+            .reader
+            .range(&pb::RangeRequest {
+                key,
+                range_end,
+                ..Default::default()
+            })
+            .map_err(ApiError::from)?;
+        Ok(response
+            .kvs
+            .iter()
+            .filter_map(|kv| decode_service_settings(kv).ok())
+            .collect())
     }
 
     /// The current record of one instance (linearizable).
@@ -278,9 +307,10 @@ impl Catalog for CatalogService {
         let (revision, instances) = self
             .read_instances(INSTANCES_PREFIX.as_bytes(), request.serializable)
             .await?;
+        let settings = self.read_settings(None)?;
         Ok(Response::new(ListServicesResponse {
             header: self.header(revision),
-            services: beacon_catalog::summarize(instances),
+            services: beacon_catalog::summarize_with_settings(instances, &settings),
         }))
     }
 
@@ -293,9 +323,15 @@ impl Catalog for CatalogService {
         let (revision, instances) = self
             .read_instances(&service_prefix(&request.service), request.serializable)
             .await?;
+        let settings = self
+            .read_settings(Some(&request.service))?
+            .pop()
+            .unwrap_or_else(|| default_service_settings(&request.service));
         Ok(Response::new(GetServiceResponse {
             header: self.header(revision),
+            failed_open: beacon_catalog::failed_open(&instances, Some(&settings)),
             instances,
+            settings: Some(settings),
         }))
     }
 
@@ -308,12 +344,42 @@ impl Catalog for CatalogService {
         let (revision, instances) = self
             .read_instances(&service_prefix(&request.service), request.serializable)
             .await?;
-        let discovery = beacon_catalog::discover(instances, &request, &mut rand::thread_rng());
+        let settings = self.read_settings(Some(&request.service))?.pop();
+        let discovery = beacon_catalog::discover_with_settings(
+            instances,
+            &request,
+            settings.as_ref(),
+            &mut rand::thread_rng(),
+        );
         Ok(Response::new(DiscoverResponse {
             header: self.header(revision),
             instances: discovery.instances,
             failed_open: discovery.failed_open,
         }))
+    }
+
+    async fn set_service_settings(
+        &self,
+        request: Request<SetServiceSettingsRequest>,
+    ) -> Result<Response<SetServiceSettingsResponse>, Status> {
+        let settings = request.into_inner().settings.ok_or_else(|| {
+            Status::from(ApiError::InvalidCatalog(
+                "set service settings needs settings".to_string(),
+            ))
+        })?;
+        validate_service_settings(&settings).map_err(invalid)?;
+        let put = pb::PutRequest {
+            key: service_settings_key(&settings.service),
+            value: encode_service_settings(&settings),
+            ..Default::default()
+        };
+        match self.node.write(WriteRequest::Put(put)).await? {
+            WriteResponse::Put(response) => Ok(Response::new(SetServiceSettingsResponse {
+                header: self.header(response.header.map(|h| h.revision).unwrap_or_default()),
+                settings: Some(settings),
+            })),
+            other => Err(unexpected(other)),
+        }
     }
 
     type WatchServiceStream = WatchServiceStream;

@@ -602,3 +602,78 @@ async fn a_service_watch_resumes_on_another_member_after_its_member_is_killed() 
     let expected: Vec<String> = (0..10).map(|n| format!("q{n}")).collect();
     assert_eq!(seen, expected, "no gap, no duplicate, in order");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_fails_open_below_its_min_healthy_ratio() {
+    use beacon_proto::beacon::v1::{ServiceSettings, SetServiceSettingsRequest};
+    let cluster = TestCluster::start(3);
+    cluster.wait_for_leader().await;
+    let mut catalog = cluster.catalog(2).await;
+    register(&mut catalog, instance("pay", "p1", 3001, &[], &[])).await;
+    register(&mut catalog, unchecked("pay", "p2", 3002)).await;
+    register(&mut catalog, unchecked("pay", "p3", 3003)).await;
+    let discover_default = DiscoverRequest {
+        service: "pay".into(),
+        ..Default::default()
+    };
+    // One of three passes: without a threshold only the passing one is returned.
+    assert_eq!(
+        discover(&mut catalog, discover_default.clone()).await,
+        (vec!["p1".to_string()], false)
+    );
+    let bad = catalog
+        .set_service_settings(SetServiceSettingsRequest {
+            settings: Some(ServiceSettings {
+                service: "pay".into(),
+                min_healthy: 1.5,
+                dns_ttl_s: 5,
+            }),
+        })
+        .await
+        .expect_err("a ratio above 1 is refused");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    catalog
+        .set_service_settings(SetServiceSettingsRequest {
+            settings: Some(ServiceSettings {
+                service: "pay".into(),
+                min_healthy: 0.5,
+                dns_ttl_s: 5,
+            }),
+        })
+        .await
+        .expect("settings");
+    // 1/3 < 0.5: fail open, every instance; strict passing never fails open.
+    assert_eq!(
+        discover(&mut catalog, discover_default).await,
+        (
+            vec!["p1".to_string(), "p2".to_string(), "p3".to_string()],
+            true
+        )
+    );
+    let strict = DiscoverRequest {
+        service: "pay".into(),
+        health: HealthFilter::Passing as i32,
+        ..Default::default()
+    };
+    assert_eq!(
+        discover(&mut catalog, strict).await,
+        (vec!["p1".to_string()], false)
+    );
+    let shown = catalog
+        .get_service(GetServiceRequest {
+            service: "pay".into(),
+            serializable: false,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(shown.failed_open);
+    assert_eq!(shown.settings.map(|s| s.min_healthy), Some(0.5));
+    let listed = catalog
+        .list_services(ListServicesRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .services;
+    assert!(listed.iter().any(|s| s.name == "pay" && s.failed_open));
+}
