@@ -173,8 +173,20 @@ impl Catalog for CatalogService {
                 "register needs an instance".to_string(),
             ))
         })?;
-        let instance = normalize_instance(instance);
+        let mut instance = normalize_instance(instance);
         validate_instance(&instance).map_err(invalid)?;
+        // Fresh check states start now, so deregister_critical_after also covers a check that
+        // is critical from its registration on and never passes.
+        let now = crate::checker::health_checker::now_unix_ms();
+        for check in &mut instance.checks {
+            if let Some(state) = check
+                .state
+                .as_mut()
+                .filter(|state| state.since_unix_ms == 0)
+            {
+                state.since_unix_ms = now;
+            }
+        }
         let put = pb::PutRequest {
             key: instance_key(&instance.service, &instance.id),
             value: encode_instance(&instance),

@@ -74,7 +74,8 @@ pub struct HealthChecker {
     reports: Mutex<HashMap<Vec<u8>, ProbeReport>>,
 }
 
-fn now_unix_ms() -> i64 {
+/// Wall-clock milliseconds since the Unix epoch, as stamped into check states.
+pub fn now_unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
