@@ -10,8 +10,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "beacon/v1/catalog.proto",
     ]
     .map(|file| root.join(file));
+    // Relative to this package: checkouts that share one target directory (CI clones and a
+    // working tree) share this script's output, and absolute paths would make one checkout's
+    // build watch another checkout's files.
     for file in &files {
-        println!("cargo:rerun-if-changed={}", file.display());
+        let relative = file
+            .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .unwrap_or(file.as_path());
+        println!("cargo:rerun-if-changed={}", relative.display());
     }
     tonic_build::configure()
         // etcd requests travel inside Raft log entries (bincode), so they need serde.
