@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::commands::{bench, endpoint, kv, lease, member, service, txn, watch};
 use crate::output::Format;
@@ -83,7 +83,45 @@ pub enum Command {
     },
 }
 
+impl Cli {
+    /// Parses the command line like [`Parser::parse`], then checks what the grammar cannot
+    /// express (see [`Command::validate`]); either kind of mistake is a usage error: printed
+    /// with the subcommand's usage, exit status 2, before anything is sent.
+    pub fn parse_valid() -> Cli {
+        let cli = Cli::parse();
+        if let Err((path, message)) = cli.command.validate() {
+            let mut command = Cli::command();
+            // Built so that subcommands know their full name ("beacon service register").
+            command.build();
+            for name in path {
+                match command.find_subcommand(name) {
+                    Some(found) => command = found.clone(),
+                    None => break,
+                }
+            }
+            command
+                .error(clap::error::ErrorKind::ArgumentConflict, message)
+                .exit();
+        }
+        cli
+    }
+}
+
 impl Command {
+    /// Flag combinations clap's grammar cannot refuse (check parameters of `service register`
+    /// without a check they apply to): the subcommand's path and the message.
+    pub fn validate(&self) -> Result<(), (&'static [&'static str], String)> {
+        match self {
+            Command::Service {
+                command: service::ServiceCommand::Register(args),
+            } => args
+                .instance()
+                .map(drop)
+                .map_err(|message| (&["service", "register"][..], message)),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the command handles SIGINT and SIGTERM itself, to clean up before it exits
     /// (`service register --ttl` deregisters), instead of `main` cutting it short on Ctrl-C.
     pub fn handles_signals(&self) -> bool {
@@ -96,7 +134,7 @@ impl Command {
     }
 }
 
-/// Parses `500ms`, `5s`, `1.5s`, `2m`, or a bare number of seconds.
+/// Parses `500ms`, `5s`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit_seconds) = if let Some(number) = text.strip_suffix("ms") {
@@ -105,17 +143,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         (number, 1.0)
     } else if let Some(number) = text.strip_suffix('m') {
         (number, 60.0)
+    } else if let Some(number) = text.strip_suffix('h') {
+        (number, 3600.0)
     } else {
         (text, 1.0)
     };
     let value: f64 = number
         .trim()
         .parse()
-        .map_err(|_| format!("invalid duration {text:?} (try 500ms, 5s or 1m)"))?;
+        .map_err(|_| format!("invalid duration {text:?} (try 500ms, 5s, 1m or 1h)"))?;
     if !value.is_finite() || value <= 0.0 {
         return Err(format!("duration {text:?} must be positive"));
     }
-    Ok(Duration::from_secs_f64(value * unit_seconds))
+    // from_secs_f64 panics beyond about 584 billion years; user input never panics.
+    Duration::try_from_secs_f64(value * unit_seconds)
+        .map_err(|_| format!("duration {text:?} is too long"))
 }
 
 /// Parses a lease id the way etcdctl does: hexadecimal, optionally prefixed with `0x`.
@@ -136,6 +178,11 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert!(
+            parse_duration("1e300h").is_err(),
+            "too long, without a panic"
+        );
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("0s").is_err());
     }

@@ -5,6 +5,8 @@
 //! Conventions (etcdctl's where it has one): member and lease ids are hex (lease ids zero-padded
 //! to 16 digits in lease commands, as etcdctl prints them); keys and values are shown as UTF-8
 //! (invalid bytes replaced) in both formats; health statuses are lowercase words (`passing`).
+//! Tables show times as ages (`since 12s ago`) and cut long probe output; JSON keeps the raw
+//! values (`since_unix_ms`, the whole output).
 
 use beacon_client::beaconpb::{
     self, check, instance_event, DeregisterResponse, DiscoverResponse, HealthStatus, Instance,
@@ -783,14 +785,145 @@ fn sorted_metadata(instance: &Instance) -> Vec<(String, String)> {
     pairs
 }
 
+/// A check's kind and what it probes: the URL, `host:port` (`host:port/service` for a gRPC
+/// check of one service), or a TTL check's TTL.
 fn check_kind(check: &beaconpb::Check) -> (&'static str, String) {
     match &check.kind {
         Some(check::Kind::Http(http)) => ("http", http.url.clone()),
         Some(check::Kind::Tcp(tcp)) => ("tcp", tcp.address.clone()),
-        Some(check::Kind::Grpc(grpc)) => ("grpc", grpc.address.clone()),
-        Some(check::Kind::Ttl(ttl)) => ("ttl", format!("{}ms", ttl.ttl_ms)),
+        Some(check::Kind::Grpc(grpc)) if grpc.service.is_empty() => ("grpc", grpc.address.clone()),
+        Some(check::Kind::Grpc(grpc)) => ("grpc", format!("{}/{}", grpc.address, grpc.service)),
+        Some(check::Kind::Ttl(ttl)) => ("ttl", milliseconds_text(ttl.ttl_ms)),
         None => ("-", String::new()),
     }
+}
+
+/// A duration in the units it was likely given in: `30s`, `10m`, `1500ms`.
+fn milliseconds_text(milliseconds: u64) -> String {
+    match milliseconds {
+        0 => "0s".to_string(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+/// How long ago `since_unix_ms` was at `now_unix_ms`, coarsely: `12s`, `4m12s`, `3h4m`,
+/// `2d3h`. A time in the future (a member's clock ahead of ours) reads as `0s`.
+fn age_text(since_unix_ms: i64, now_unix_ms: i64) -> String {
+    let seconds = now_unix_ms.saturating_sub(since_unix_ms).max(0) / 1000;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3_600 => format!("{}m{}s", seconds / 60, seconds % 60),
+        3_600..86_400 => format!("{}h{}m", seconds / 3_600, seconds % 3_600 / 60),
+        _ => format!("{}d{}h", seconds / 86_400, seconds % 86_400 / 3_600),
+    }
+}
+
+/// The longest probe output a check line shows, in characters.
+const OUTPUT_PREVIEW_CHARS: usize = 100;
+
+/// The first line of a probe's output, cut to [`OUTPUT_PREVIEW_CHARS`]; `…` marks anything
+/// left out (the JSON output has all of it).
+fn output_preview(output: &str) -> String {
+    let mut lines = output.trim().lines();
+    let first = lines.next().unwrap_or_default().trim_end();
+    let more_lines = lines.next().is_some();
+    if first.chars().count() > OUTPUT_PREVIEW_CHARS {
+        let mut cut: String = first.chars().take(OUTPUT_PREVIEW_CHARS - 1).collect();
+        cut.push('…');
+        cut
+    } else if more_lines {
+        format!("{first} …")
+    } else {
+        first.to_string()
+    }
+}
+
+/// One check under the instance table: `check INSTANCE/CHECK KIND TARGET: STATUS`, then, when
+/// known, `since AGE ago`, the output preview in parentheses and `; reason: …`.
+fn check_line(instance_id: &str, check: &beaconpb::Check, now_unix_ms: i64) -> String {
+    let (kind, target) = check_kind(check);
+    let state = check.state.clone().unwrap_or_default();
+    let mut line = format!(
+        "  check {instance_id}/{} {kind} {target}: {}",
+        check.id,
+        health_word(state.status())
+    );
+    if state.since_unix_ms != 0 {
+        line.push_str(&format!(
+            " since {} ago",
+            age_text(state.since_unix_ms, now_unix_ms)
+        ));
+    }
+    let preview = output_preview(&state.output);
+    if !preview.is_empty() {
+        line.push_str(&format!(" ({preview})"));
+    }
+    if !state.reason.is_empty() {
+        line.push_str(&format!("; reason: {}", state.reason));
+    }
+    line
+}
+
+/// Every field of a check: its definition (with the kind's own fields under the kind's name)
+/// and its last committed state.
+fn check_json(check: &beaconpb::Check) -> Value {
+    let (kind, target) = check_kind(check);
+    let state = check.state.clone().unwrap_or_default();
+    let details = match &check.kind {
+        Some(check::Kind::Http(http)) => {
+            let mut headers: Vec<(&String, &String)> = http.headers.iter().collect();
+            headers.sort();
+            json!({
+                "url": http.url,
+                "method": http.method,
+                "headers": headers
+                    .into_iter()
+                    .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+                    .collect::<serde_json::Map<String, Value>>(),
+                "tls_skip_verify": http.tls_skip_verify,
+            })
+        }
+        Some(check::Kind::Tcp(tcp)) => json!({ "address": tcp.address }),
+        Some(check::Kind::Grpc(grpc)) => json!({
+            "address": grpc.address,
+            "service": grpc.service,
+            "tls": grpc.tls,
+        }),
+        Some(check::Kind::Ttl(ttl)) => json!({ "ttl_ms": ttl.ttl_ms }),
+        None => Value::Null,
+    };
+    let mut value = json!({
+        "id": check.id,
+        "kind": kind,
+        "target": target,
+        "interval_ms": check.interval_ms,
+        "timeout_ms": check.timeout_ms,
+        "success_before_passing": check.success_before_passing,
+        "failures_before_warning": check.failures_before_warning,
+        "failures_before_critical": check.failures_before_critical,
+        "deregister_critical_after_ms": check.deregister_critical_after_ms,
+        "initial_status": health_word(check.initial_status()),
+        "status": health_word(state.status()),
+        "output": state.output,
+        "reason": state.reason,
+        "since_unix_ms": state.since_unix_ms,
+    });
+    if check.kind.is_some() {
+        value[kind] = details;
+    }
+    value
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock (0 if it is set before 1970).
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 fn instance_json(instance: &Instance) -> Value {
@@ -809,18 +942,7 @@ fn instance_json(instance: &Instance) -> Value {
         "lease": format!("{:x}", instance.lease),
         "health": health_word(instance.health()),
         "maintenance": { "enabled": maintenance.enabled, "reason": maintenance.reason },
-        "checks": instance.checks.iter().map(|check| {
-            let (kind, target) = check_kind(check);
-            let state = check.state.clone().unwrap_or_default();
-            json!({
-                "id": check.id,
-                "kind": kind,
-                "target": target,
-                "status": health_word(state.status()),
-                "output": state.output,
-                "since_unix_ms": state.since_unix_ms,
-            })
-        }).collect::<Vec<_>>(),
+        "checks": instance.checks.iter().map(check_json).collect::<Vec<_>>(),
         "create_revision": instance.create_revision,
         "mod_revision": instance.mod_revision,
     })
@@ -873,19 +995,11 @@ fn instances_table(instances: &[Instance]) -> String {
         ],
         &rows,
     );
+    let now_unix_ms = now_unix_ms();
     for instance in instances {
         for check in &instance.checks {
-            let (kind, target) = check_kind(check);
-            let state = check.state.clone().unwrap_or_default();
-            out.push_str(&format!(
-                "\n  check {}/{} {kind} {target}: {}",
-                instance.id,
-                check.id,
-                health_word(state.status())
-            ));
-            if !state.output.is_empty() {
-                out.push_str(&format!(" ({})", state.output));
-            }
+            out.push('\n');
+            out.push_str(&check_line(&instance.id, check, now_unix_ms));
         }
     }
     out
@@ -1287,6 +1401,97 @@ mod tests {
             rendered.lines().last(),
             Some("  check web-1/http http http://127.0.0.1:8080/health: critical (HTTP 503)")
         );
+    }
+
+    #[test]
+    fn check_lines_show_age_output_preview_and_reason() {
+        let now = 1_700_000_000_000;
+        let check = |output: &str, since_unix_ms: i64, reason: &str| beaconpb::Check {
+            id: "grpc-2".into(),
+            kind: Some(check::Kind::Grpc(beaconpb::GrpcCheck {
+                address: "127.0.0.1:50051".into(),
+                service: "pkg.Svc".into(),
+                tls: true,
+            })),
+            state: Some(beaconpb::CheckState {
+                status: HealthStatus::Warning as i32,
+                output: output.into(),
+                since_unix_ms,
+                reason: reason.into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            check_line(
+                "web-1",
+                &check("NOT_SERVING\nmore detail", now - 12_500, "1 failed probe"),
+                now
+            ),
+            "  check web-1/grpc-2 grpc 127.0.0.1:50051/pkg.Svc: warning since 12s ago \
+             (NOT_SERVING …); reason: 1 failed probe"
+        );
+        let long = "x".repeat(150);
+        let line = check_line("web-1", &check(&long, 0, ""), now);
+        let preview = format!("({}…)", "x".repeat(OUTPUT_PREVIEW_CHARS - 1));
+        assert!(line.ends_with(&preview), "{line}");
+        assert!(!line.contains("since"), "no verdict yet: {line}");
+        assert!(!line.contains("reason"), "{line}");
+    }
+
+    #[test]
+    fn ages_are_coarse_and_never_negative() {
+        let now = 10_000_000_000;
+        assert_eq!(age_text(now - 999, now), "0s");
+        assert_eq!(age_text(now - 59_000, now), "59s");
+        assert_eq!(age_text(now - 252_000, now), "4m12s");
+        assert_eq!(age_text(now - 11_040_000, now), "3h4m");
+        assert_eq!(age_text(now - 183_600_000, now), "2d3h");
+        assert_eq!(age_text(now + 5_000, now), "0s", "a clock ahead of ours");
+        assert_eq!(milliseconds_text(30_000), "30s");
+        assert_eq!(milliseconds_text(600_000), "10m");
+        assert_eq!(milliseconds_text(1_500), "1500ms");
+    }
+
+    #[test]
+    fn check_json_holds_the_definition_and_the_whole_state() {
+        let mut instance = web_instance();
+        instance.checks = vec![beaconpb::Check {
+            id: "http".into(),
+            kind: Some(check::Kind::Http(beaconpb::HttpCheck {
+                url: "https://127.0.0.1:8443/health".into(),
+                method: "HEAD".into(),
+                headers: [("X-Probe".to_string(), "beacon".to_string())].into(),
+                tls_skip_verify: true,
+            })),
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+            failures_before_critical: 3,
+            deregister_critical_after_ms: 600_000,
+            initial_status: HealthStatus::Passing as i32,
+            state: Some(beaconpb::CheckState {
+                status: HealthStatus::Critical as i32,
+                output: "HTTP 503\nbody".into(),
+                since_unix_ms: 42,
+                reason: "3 failed probes in a row".into(),
+            }),
+            ..Default::default()
+        }];
+        let parsed: Value =
+            serde_json::from_str(&service_instances(Format::Json, &None, &[instance]))
+                .expect("valid json");
+        let check = &parsed["instances"][0]["checks"][0];
+        assert_eq!(check["kind"], "http");
+        assert_eq!(check["http"]["method"], "HEAD");
+        assert_eq!(check["http"]["headers"]["X-Probe"], "beacon");
+        assert_eq!(check["http"]["tls_skip_verify"], true);
+        assert_eq!(check["interval_ms"], 5_000);
+        assert_eq!(check["timeout_ms"], 2_000);
+        assert_eq!(check["deregister_critical_after_ms"], 600_000);
+        assert_eq!(check["initial_status"], "passing");
+        assert_eq!(check["status"], "critical");
+        assert_eq!(check["output"], "HTTP 503\nbody", "the whole output");
+        assert_eq!(check["reason"], "3 failed probes in a row");
+        assert_eq!(check["since_unix_ms"], 42);
     }
 
     #[test]

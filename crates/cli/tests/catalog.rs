@@ -1,10 +1,13 @@
 //! End-to-end: `beacon lease …` and `beacon service …` against a real 3-member Beacon cluster
 //! (skipped when beacond is not built; see `beacon_client::testing::start_beacon_cluster`):
-//! outputs in both formats, and the kept-alive registration of `service register --ttl`, which
-//! disappears at once on Ctrl-C or SIGTERM and within its TTL after `kill -9`.
+//! outputs in both formats, the kept-alive registration of `service register --ttl`, which
+//! disappears at once on Ctrl-C or SIGTERM and within its TTL after `kill -9`, and health checks
+//! attached with `service register --check-http …`, probed by the cluster and shown by
+//! `service show`.
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use beacon_client::testing::{start_beacon_cluster, ServerProcess};
@@ -467,4 +470,178 @@ fn a_kept_alive_registration_ends_with_its_process() {
     );
     let listed = json(endpoint, &["service", "show", "side"]);
     assert_eq!(listed["instances"].as_array().map(Vec::len), Some(0));
+}
+
+/// A minimal HTTP server on a port-0 listener: answers every request `200 OK` and closes the
+/// connection, keeping each request head (lowercased) so a test can see what the probe sent.
+/// Runs on its own runtime until dropped.
+struct OkHttpServer {
+    port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl OkHttpServer {
+    fn start() -> OkHttpServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the HTTP server");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the HTTP server");
+        let port = listener.local_addr().expect("local address").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => head.extend_from_slice(&buffer[..read]),
+                        }
+                    }
+                    seen.lock()
+                        .expect("not poisoned")
+                        .push(String::from_utf8_lossy(&head).to_lowercase());
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        OkHttpServer {
+            port,
+            requests,
+            _runtime: runtime,
+        }
+    }
+}
+
+#[test]
+fn check_parameters_without_a_check_are_a_usage_error() {
+    // Refused before any connection: no cluster needed (nothing listens on port 1).
+    let usage = beacon(
+        "127.0.0.1:1",
+        &[
+            "service",
+            "register",
+            "web",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "80",
+            "--interval",
+            "5s",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&usage.stderr);
+    assert_eq!(usage.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(
+        stderr.contains("--interval sets a health check parameter, but no check was given"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_http_check_registered_by_the_cli_turns_passing_in_service_show() {
+    let Some(members) = start_beacon_cluster(3, "") else {
+        return;
+    };
+    let endpoints = endpoints(&members);
+    let endpoint = endpoints.as_str();
+    let server = OkHttpServer::start();
+    let port = server.port.to_string();
+    let url = format!("http://127.0.0.1:{port}/health");
+    let registered = ok(
+        endpoint,
+        &[
+            "service",
+            "register",
+            "web",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--id",
+            "web-1",
+            "--check-http",
+            &url,
+            "--interval",
+            "1s",
+            "--check-timeout",
+            "500ms",
+            "--http-header",
+            "X-Probe: cli-test",
+            "--deregister-critical-after",
+            "10m",
+        ],
+    );
+    // Not probed yet: the default initial status, critical.
+    let line = registered.lines().last().expect("a check line");
+    assert!(
+        line.starts_with(&format!("  check web-1/http http {url}: critical")),
+        "{registered}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let check = loop {
+        let shown = json(endpoint, &["service", "show", "web"]);
+        let check = shown["instances"][0]["checks"][0].clone();
+        if check["status"] == "passing" {
+            break check;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the check did not turn passing within 30 s: {check}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(check["id"], "http");
+    assert_eq!(check["kind"], "http");
+    assert_eq!(check["target"], url.as_str());
+    assert_eq!(check["http"]["method"], "GET");
+    assert_eq!(check["http"]["headers"]["X-Probe"], "cli-test");
+    assert_eq!(check["interval_ms"], 1_000);
+    assert_eq!(check["timeout_ms"], 500);
+    assert_eq!(check["deregister_critical_after_ms"], 600_000);
+    assert!(
+        check["since_unix_ms"]
+            .as_i64()
+            .is_some_and(|since| since > 0),
+        "{check}"
+    );
+    let output = check["output"].as_str().expect("output");
+    assert!(output.contains("200"), "{check}");
+    assert!(
+        server
+            .requests
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .any(|head| head.starts_with("get /health ") && head.contains("x-probe: cli-test")),
+        "the probe sent the method, path and header given"
+    );
+
+    let shown = ok(endpoint, &["service", "show", "web"]);
+    let line = shown.lines().last().expect("a check line");
+    let prefix = format!("  check web-1/http http {url}: passing since ");
+    assert!(line.starts_with(&prefix), "{shown}");
+    assert!(line.contains(" ago ("), "an age, then the output: {shown}");
+    assert!(line.contains("200"), "{shown}");
+    let listed = json(endpoint, &["service", "list"]);
+    assert_eq!(listed["services"][0]["passing"], 1, "{listed}");
 }

@@ -1,7 +1,7 @@
-//! `bench put` and `bench range` (and dispatch to the watch cases in [`super::bench_watch`] and
-//! the catalog cases in [`super::bench_catalog`]): a load generator. The put, range and watch
-//! cases speak only the etcd v3 API, so the same program measures etcd and Beacon; the catalog
-//! cases need Beacon.
+//! `bench put` and `bench range` (and dispatch to the watch cases in [`super::bench_watch`], the
+//! catalog cases in [`super::bench_catalog`] and the health-check case in
+//! [`super::bench_checks`]): a load generator. The put, range and watch cases speak only the etcd
+//! v3 API, so the same program measures etcd and Beacon; the catalog and check cases need Beacon.
 //!
 //! `--clients` requests are kept in flight (one task each), spread round-robin over `--conns`
 //! independent HTTP/2 connections, which are themselves spread round-robin over the endpoints
@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
 use crate::commands::bench_catalog::{self, RegisterBench, RegisterWorkload, ServiceWatchBench};
+use crate::commands::bench_checks::{self, ChecksBench};
 use crate::commands::bench_watch::{
     self, new_histogram, WatchCapacityBench, WatchFanoutBench, WatchLatencyBench,
 };
@@ -45,6 +46,9 @@ pub enum BenchCase {
     /// Service watch propagation (Beacon only): Register sent → event received by each of many
     /// WatchService streams.
     ServiceWatch(ServiceWatchBench),
+    /// Health-check capacity (Beacon only): HTTP checks of endpoints this process serves;
+    /// probes/s, schedule, CPU per member, and the lag from an endpoint failing to the event.
+    Checks(ChecksBench),
 }
 
 /// Load shape shared by every case.
@@ -204,6 +208,11 @@ pub async fn run(client: &Client, format: Format, case: BenchCase) -> anyhow::Re
         BenchCase::ServiceWatch(bench) => {
             let report = bench_catalog::service_watch(client, bench).await?;
             println!("{}", output::bench_service_watch(format, &report));
+            return Ok(());
+        }
+        BenchCase::Checks(bench) => {
+            let report = bench_checks::run(client, bench).await?;
+            println!("{}", bench_checks::render(format, &report));
             return Ok(());
         }
     };
