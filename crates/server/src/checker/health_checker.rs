@@ -214,12 +214,14 @@ impl HealthChecker {
                         if *at > now {
                             break;
                         }
-                        let Some(Reverse((_, entry_generation, key))) = timers.pop() else { break };
+                        let Some(Reverse((at, entry_generation, key))) = timers.pop() else { break };
                         let Some(check) = owned.get_mut(&key) else { continue };
                         if check.generation != entry_generation {
                             continue;
                         }
-                        timers.push(Reverse((now + interval_of(&check.check), entry_generation, key.clone())));
+                        // From the due time, not the wake-up, so the phase does not drift.
+                        let next = (at + interval_of(&check.check)).max(now);
+                        timers.push(Reverse((next, entry_generation, key.clone())));
                         if check.running {
                             continue;
                         }
@@ -257,7 +259,7 @@ impl HealthChecker {
             for (key, check) in self.checks_to_own(&instance, members, connected) {
                 let entry = match owned.remove(&key) {
                     Some(existing) => self.refresh(existing, &instance, check),
-                    None => self.start(&instance, check, &key, timers, generation),
+                    None => self.start(&instance, check, &key, None, timers, generation),
                 };
                 keep.insert(key, entry);
             }
@@ -298,7 +300,14 @@ impl HealthChecker {
         for (key, check) in self.checks_to_own(&instance, members, connected) {
             let entry = match previous.remove(&key) {
                 Some(existing) => self.refresh(existing, &instance, check),
-                None => self.start(&instance, check, &key, timers, generation),
+                None => self.start(
+                    &instance,
+                    check,
+                    &key,
+                    Some(Duration::from_secs(1)),
+                    timers,
+                    generation,
+                ),
             };
             owned.insert(key, entry);
         }
@@ -326,23 +335,26 @@ impl HealthChecker {
             .collect()
     }
 
+    /// Starts owning a check; its first probe comes at a stable pseudo-random point within
+    /// `first_within` (capped at its interval), and the following ones keep that phase. A new
+    /// registration is probed within a second; checks taken over in bulk (a restart, a member
+    /// that died or joined) are spread over their whole interval instead of probed at once.
     fn start(
         &self,
         instance: &Instance,
         check: Check,
         key: &[u8],
+        first_within: Option<Duration>,
         timers: &mut BinaryHeap<Reverse<(Instant, u64, Vec<u8>)>>,
         generation: &mut u64,
     ) -> Owned {
         *generation += 1;
-        // Spread first probes over the interval so a restart does not probe everything at once.
         let interval = interval_of(&check);
-        let phase = u64::try_from(interval.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let window = first_within.map_or(interval, |within| within.min(interval));
+        let phase = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
         let offset = beacon_catalog::rendezvous::weight(key, 0) % phase;
         timers.push(Reverse((
-            Instant::now() + Duration::from_millis(offset.min(1000)),
+            Instant::now() + Duration::from_millis(offset),
             *generation,
             key.to_vec(),
         )));
