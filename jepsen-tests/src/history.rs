@@ -242,6 +242,38 @@ impl CompleteOp {
     pub fn complete_time(&self) -> Option<u64> {
         (self.outcome != OpType::Info).then_some(self.completion.time)
     }
+
+    /// Failed with gRPC NotFound (an unknown lease or instance): certainly not applied.
+    pub fn failed_not_found(&self) -> bool {
+        self.outcome == OpType::Fail
+            && self
+                .completion
+                .error
+                .as_deref()
+                .is_some_and(|error| error.contains("NotFound"))
+    }
+
+    /// ` error=…` (if any) and the op's time span, ` [invoke..complete]` in seconds (`∞` for
+    /// info), for anomaly descriptions.
+    pub fn error_and_span(&self) -> String {
+        let mut text = String::new();
+        if let Some(error) = &self.completion.error {
+            text.push_str(&format!(" error={error:?}"));
+        }
+        text.push_str(&format!(
+            " [{:.3}s..{}]",
+            seconds(self.invoke.time),
+            self.complete_time()
+                .map(|time| format!("{:.3}s", seconds(time)))
+                .unwrap_or_else(|| "∞".to_string())
+        ));
+        text
+    }
+}
+
+/// Nanoseconds of a history time as seconds.
+pub fn seconds(time: u64) -> f64 {
+    time as f64 / 1e9
 }
 
 /// Pairs every invocation with the next completion of the same process. A process has at most

@@ -204,10 +204,6 @@ fn record(instance: &InstanceRecord) -> Record {
     }
 }
 
-fn seconds(time: u64) -> f64 {
-    time as f64 / 1e9
-}
-
 fn describe(op: &CompleteOp) -> String {
     let mut text = format!(
         "{:?} p{} n{} {} {:?}",
@@ -229,26 +225,8 @@ fn describe(op: &CompleteOp) -> String {
     if let Some(revision) = op.completion.revision {
         text.push_str(&format!(" rev={revision}"));
     }
-    if let Some(error) = &op.completion.error {
-        text.push_str(&format!(" error={error:?}"));
-    }
-    text.push_str(&format!(
-        " [{:.3}s..{}]",
-        seconds(op.invoke.time),
-        op.complete_time()
-            .map(|time| format!("{:.3}s", seconds(time)))
-            .unwrap_or_else(|| "∞".to_string())
-    ));
+    text.push_str(&op.error_and_span());
     text
-}
-
-fn not_found(op: &CompleteOp) -> bool {
-    op.outcome == OpType::Fail
-        && op
-            .completion
-            .error
-            .as_deref()
-            .is_some_and(|error| error.contains("NotFound"))
 }
 
 /// `service/id` of an instance key `/_beacon/instances/{service}/{id}`.
@@ -460,7 +438,7 @@ fn check_instances(ops: &[CompleteOp], final_from: u64, check: &mut Check) {
                 },
                 ok,
             )),
-            Function::SetMaintenance | Function::Heartbeat if not_found(op) => {
+            Function::SetMaintenance | Function::Heartbeat if op.failed_not_found() => {
                 Some(timed(op, InstanceOp::Read(None), true))
             }
             Function::Heartbeat if ok => Some(timed(op, InstanceOp::Present, true)),

@@ -36,7 +36,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::CheckReport;
-use crate::history::{CompleteOp, Function, OpType};
+use crate::history::{seconds, CompleteOp, Function, OpType};
 use crate::nemesis::{FaultRecord, NemesisKind};
 
 /// Names of the checks, in report order.
@@ -98,10 +98,6 @@ struct Observation<'a> {
     seen: Seen,
 }
 
-fn seconds(time: u64) -> f64 {
-    time as f64 / 1e9
-}
-
 pub(crate) fn describe(op: &CompleteOp) -> String {
     let mut text = format!(
         "{:?} p{} n{}",
@@ -130,26 +126,8 @@ pub(crate) fn describe(op: &CompleteOp) -> String {
             }
         }
     }
-    if let Some(error) = &op.completion.error {
-        text.push_str(&format!(" error={error:?}"));
-    }
-    text.push_str(&format!(
-        " [{:.3}s..{}]",
-        seconds(op.invoke.time),
-        op.complete_time()
-            .map(|time| format!("{:.3}s", seconds(time)))
-            .unwrap_or_else(|| "∞".to_string())
-    ));
+    text.push_str(&op.error_and_span());
     text
-}
-
-fn not_found(op: &CompleteOp) -> bool {
-    op.outcome == OpType::Fail
-        && op
-            .completion
-            .error
-            .as_deref()
-            .is_some_and(|error| error.contains("NotFound"))
 }
 
 /// The bound by which a lease last kept alive (or revoked) at `base` must be gone: base + TTL +
@@ -326,7 +304,7 @@ pub fn check(
                     });
                 }
             }
-            (Function::PutLeased | Function::Revoke, OpType::Fail) if not_found(op) => {
+            (Function::PutLeased | Function::Revoke, OpType::Fail) if op.failed_not_found() => {
                 if let Some(lease) = op.invoke.lease.filter(|lease| granted_before(*lease)) {
                     observations.push(Observation {
                         lease,
