@@ -50,8 +50,29 @@ impl TestCluster {
     }
 
     /// Like [`TestCluster::start`], with `extra` TOML (whole tables, e.g. `[watch]\n...`)
-    /// appended to every member's config.
+    /// appended to every member's config. A port chosen free can still be taken by another test
+    /// before a member binds it; a member that exits at once is then a lost race, not a bug,
+    /// and the whole cluster is started again on new ports.
     pub fn start_with(size: usize, extra: &str) -> Self {
+        for _ in 0..4 {
+            let mut cluster = Self::start_once(size, extra);
+            std::thread::sleep(Duration::from_millis(300));
+            if cluster.nodes.iter_mut().all(|node| {
+                node.child
+                    .as_mut()
+                    .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+            }) {
+                return cluster;
+            }
+            eprintln!(
+                "a member exited at start (port taken?); starting again:\n{}",
+                cluster.logs()
+            );
+        }
+        Self::start_once(size, extra)
+    }
+
+    fn start_once(size: usize, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: Vec<(String, String)> = (0..size)
             .map(|_| {
