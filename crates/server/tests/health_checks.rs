@@ -7,8 +7,9 @@
 //! Covered: transitions by thresholds and their watch events; TCP and gRPC checks; exactly one
 //! owner per check, the one rendezvous hashing names; re-assignment when the owner is killed
 //! (follower or leader) and back when it returns; a failure only the owner sees never turns an
-//! instance critical; an isolated owner changes no record; fail-open discovery; flap damping;
-//! `deregister_critical_after`.
+//! instance critical; an isolated owner stops probing and commits no critical verdict, during
+//! the isolation or after it; fail-open discovery; flap damping (hold and release);
+//! `deregister_critical_after` (after passing, and for a check that never passed).
 //!
 //! Checks probe every second (`interval_ms` 1000, the validation minimum) with a 500 ms timeout.
 //! Bounds on time are generous multiples of what the design promises (the machine may be busy);
