@@ -59,7 +59,7 @@ fn unexpected(response: WriteResponse) -> Status {
 }
 
 /// etcd's prefix range end: the prefix with its last byte incremented.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -281,20 +281,8 @@ impl Catalog for CatalogService {
                 lease: record.lease,
                 ..Default::default()
             };
-            let txn = pb::TxnRequest {
-                compare: vec![pb::Compare {
-                    result: pb::compare::CompareResult::Equal as i32,
-                    target: pb::compare::CompareTarget::Mod as i32,
-                    key: record.key.clone(),
-                    range_end: Vec::new(),
-                    target_union: Some(pb::compare::TargetUnion::ModRevision(record.mod_revision)),
-                }],
-                success: vec![pb::RequestOp {
-                    request: Some(pb::request_op::Request::RequestPut(put)),
-                }],
-                failure: Vec::new(),
-            };
-            match self.node.write(WriteRequest::Txn(txn)).await? {
+            let cas = compare_and_swap(record.key.clone(), record.mod_revision, Some(put));
+            match self.node.write(cas).await? {
                 WriteResponse::Txn(response) if response.succeeded => {
                     let revision = response.header.map(|h| h.revision).unwrap_or_default();
                     instance.mod_revision = revision;
@@ -400,13 +388,8 @@ impl Catalog for CatalogService {
         &self,
         request: Request<WatchServiceRequest>,
     ) -> Result<Response<Self::WatchServiceStream>, Status> {
-        let requires_leader = request
-            .metadata()
-            .get("hasleader")
-            .is_some_and(|value| value.as_bytes() == b"true");
-        if requires_leader && self.node.raft.metrics().borrow().current_leader.is_none() {
-            return Err(ApiError::NoLeader.into());
-        }
+        let requires_leader =
+            crate::watch_service::requires_leader(request.metadata(), &self.node)?;
         let request = request.into_inner();
         validate_service_name(&request.service).map_err(invalid)?;
         let prefix = service_prefix(&request.service);
@@ -490,4 +473,34 @@ impl Catalog for CatalogService {
         let responses = futures::stream::iter(snapshot.map(Ok)).chain(changes);
         Ok(Response::new(Box::pin(responses)))
     }
+}
+
+/// A txn that puts (or, with `None`, deletes) `key` only if its mod revision is still
+/// `mod_revision`: every
+/// read-modify-write of a catalog record (maintenance, health verdicts, deregistration).
+pub(crate) fn compare_and_swap(
+    key: Vec<u8>,
+    mod_revision: i64,
+    put: Option<pb::PutRequest>,
+) -> WriteRequest {
+    let request = match put {
+        Some(put) => pb::request_op::Request::RequestPut(put),
+        None => pb::request_op::Request::RequestDeleteRange(pb::DeleteRangeRequest {
+            key: key.clone(),
+            ..Default::default()
+        }),
+    };
+    WriteRequest::Txn(pb::TxnRequest {
+        compare: vec![pb::Compare {
+            result: pb::compare::CompareResult::Equal as i32,
+            target: pb::compare::CompareTarget::Mod as i32,
+            key,
+            range_end: Vec::new(),
+            target_union: Some(pb::compare::TargetUnion::ModRevision(mod_revision)),
+        }],
+        success: vec![pb::RequestOp {
+            request: Some(request),
+        }],
+        failure: Vec::new(),
+    })
 }

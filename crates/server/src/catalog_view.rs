@@ -168,10 +168,7 @@ impl CatalogView {
             return;
         }
         let prefix = RESERVED_PREFIX.as_bytes();
-        let mut range_end = prefix.to_vec();
-        if let Some(last) = range_end.last_mut() {
-            *last += 1;
-        }
+        let range_end = crate::catalog_service::prefix_end(prefix);
         // The range cannot be read under the view's lock (an apply holds the state machine's
         // lock while it waits for ours), so read, then install only if no apply came between.
         loop {

@@ -41,13 +41,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let requires_leader = request
-            .metadata()
-            .get("hasleader")
-            .is_some_and(|value| value.as_bytes() == b"true");
-        if requires_leader && self.node.raft.metrics().borrow().current_leader.is_none() {
-            return Err(ApiError::NoLeader.into());
-        }
+        let requires_leader = requires_leader(request.metadata(), &self.node)?;
         let stream = WatchStream::new(
             self.hub.clone(),
             self.node.reader.clone(),
@@ -61,6 +55,22 @@ impl Watch for WatchService {
         });
         Ok(Response::new(Box::pin(responses)))
     }
+}
+
+/// Whether a stream asked for a leader (`hasleader: true` metadata, as etcd's clients send);
+/// refused with etcd's "no leader" when it did and this member has none. Shared by the etcd
+/// Watch and the catalog's WatchService.
+pub fn requires_leader(
+    metadata: &tonic::metadata::MetadataMap,
+    node: &RaftNode,
+) -> Result<bool, Status> {
+    let requires = metadata
+        .get("hasleader")
+        .is_some_and(|value| value.as_bytes() == b"true");
+    if requires && node.raft.metrics().borrow().current_leader.is_none() {
+        return Err(ApiError::NoLeader.into());
+    }
+    Ok(requires)
 }
 
 /// Starts the task that samples this member's leader every `check_interval` (an election

@@ -24,11 +24,12 @@ use beacon_catalog::{
     encode_instance, instance_key, set_check_state, should_deregister, CheckTracker, FlapPolicy,
     ProbeOutcome, Verdict,
 };
-use beacon_mvcc::{pb, WriteRequest, WriteResponse};
+use beacon_mvcc::{pb, WriteResponse};
 use beacon_proto::beacon::v1::{check, Check, HealthStatus, Instance};
 use beacon_storage::NodeId;
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::catalog_service::compare_and_swap;
 use crate::catalog_view::{CatalogView, ViewChange};
 use crate::checker::probe::{ProbeResult, Prober};
 use crate::raft_node::RaftNode;
@@ -493,7 +494,11 @@ impl HealthChecker {
             lease: record.lease,
             ..Default::default()
         };
-        match self.node.write(cas(key, mod_revision, Some(put))).await {
+        match self
+            .node
+            .write(compare_and_swap(key, mod_revision, Some(put)))
+            .await
+        {
             Ok(WriteResponse::Txn(response)) if response.succeeded => {
                 tracing::info!(service, instance = instance_id, check = check_id, status = ?status, "check status changed");
             }
@@ -519,8 +524,10 @@ impl HealthChecker {
             return;
         }
         let key = instance_key(service, instance_id);
-        if let Ok(WriteResponse::Txn(response)) =
-            self.node.write(cas(key, record.mod_revision, None)).await
+        if let Ok(WriteResponse::Txn(response)) = self
+            .node
+            .write(compare_and_swap(key, record.mod_revision, None))
+            .await
         {
             if response.succeeded {
                 tracing::info!(
@@ -531,29 +538,4 @@ impl HealthChecker {
             }
         }
     }
-}
-
-/// A txn that puts (or, with `None`, deletes) `key` only if its mod revision is still
-/// `mod_revision`.
-fn cas(key: Vec<u8>, mod_revision: i64, put: Option<pb::PutRequest>) -> WriteRequest {
-    let request = match put {
-        Some(put) => pb::request_op::Request::RequestPut(put),
-        None => pb::request_op::Request::RequestDeleteRange(pb::DeleteRangeRequest {
-            key: key.clone(),
-            ..Default::default()
-        }),
-    };
-    WriteRequest::Txn(pb::TxnRequest {
-        compare: vec![pb::Compare {
-            result: pb::compare::CompareResult::Equal as i32,
-            target: pb::compare::CompareTarget::Mod as i32,
-            key,
-            range_end: Vec::new(),
-            target_union: Some(pb::compare::TargetUnion::ModRevision(mod_revision)),
-        }],
-        success: vec![pb::RequestOp {
-            request: Some(request),
-        }],
-        failure: Vec::new(),
-    })
 }
