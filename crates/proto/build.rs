@@ -1,7 +1,10 @@
 //! Generates Rust types and tonic services from the .proto files in the workspace's `proto/`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not baked in when it is compiled: checkouts that share one
+    // target directory can share the compiled script, and each must use its own files.
+    let manifest_dir = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let root = manifest_dir.join("../../proto");
     let files = [
         "etcd/mvccpb/kv.proto",
         "etcd/etcdserverpb/rpc.proto",
@@ -14,9 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // working tree) share this script's output, and absolute paths would make one checkout's
     // build watch another checkout's files.
     for file in &files {
-        let relative = file
-            .strip_prefix(env!("CARGO_MANIFEST_DIR"))
-            .unwrap_or(file.as_path());
+        let relative = file.strip_prefix(&manifest_dir).unwrap_or(file.as_path());
         println!("cargo:rerun-if-changed={}", relative.display());
     }
     tonic_build::configure()

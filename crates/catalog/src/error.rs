@@ -87,11 +87,7 @@ pub enum CatalogError {
 
 impl CatalogError {
     /// An [`CatalogError::Invalid`] for a string value (quoted and cut in the message).
-    pub(crate) fn invalid_text(
-        field: impl Into<String>,
-        value: &str,
-        rule: impl Into<String>,
-    ) -> Self {
+    pub fn invalid_text(field: impl Into<String>, value: &str, rule: impl Into<String>) -> Self {
         CatalogError::Invalid {
             field: field.into(),
             value: quote(value),
@@ -100,7 +96,7 @@ impl CatalogError {
     }
 
     /// An [`CatalogError::Invalid`] for a number or other value shown as is.
-    pub(crate) fn invalid_value(
+    pub fn invalid_value(
         field: impl Into<String>,
         value: impl std::fmt::Display,
         rule: impl Into<String>,
@@ -159,7 +155,7 @@ impl CatalogError {
         }
     }
 
-    pub(crate) fn unknown_check(service: &str, instance_id: &str, check_id: &str) -> Self {
+    pub fn unknown_check(service: &str, instance_id: &str, check_id: &str) -> Self {
         CatalogError::UnknownCheck {
             instance: quote(&format!("{service}/{instance_id}")),
             check_id: quote(check_id),

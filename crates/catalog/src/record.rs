@@ -355,6 +355,8 @@ impl CheckRecord {
                 since_unix_ms: state.since_unix_ms,
                 reason: state.reason,
             }),
+            // Not part of the record: GetService gathers it from the members.
+            last_probe: None,
         })
     }
 }

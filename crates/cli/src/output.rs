@@ -864,7 +864,38 @@ fn check_line(instance_id: &str, check: &beaconpb::Check, now_unix_ms: i64) -> S
     if !state.reason.is_empty() {
         line.push_str(&format!("; reason: {}", state.reason));
     }
+    if let Some(probe) = &check.last_probe {
+        line.push_str(&format!(
+            "\n    last {} {} ago by member {:x}: {}",
+            if matches!(check.kind, Some(check::Kind::Ttl(_))) {
+                "report"
+            } else {
+                "probe"
+            },
+            age_text(probe.at_unix_ms, now_unix_ms),
+            probe.member_id,
+            health_word(probe.status()),
+        ));
+        if probe.latency_us > 0 {
+            line.push_str(&format!(" in {}", latency_text(probe.latency_us)));
+        }
+        let preview = output_preview(&probe.output);
+        if !preview.is_empty() {
+            line.push_str(&format!(" ({preview})"));
+        }
+    }
     line
+}
+
+/// A probe's latency: `850us`, `12.3ms`, `1.20s`.
+fn latency_text(micros: u64) -> String {
+    if micros < 1000 {
+        format!("{micros}us")
+    } else if micros < 1_000_000 {
+        format!("{:.1}ms", micros as f64 / 1000.0)
+    } else {
+        format!("{:.2}s", micros as f64 / 1_000_000.0)
+    }
 }
 
 /// Every field of a check: its definition (with the kind's own fields under the kind's name)
@@ -910,6 +941,13 @@ fn check_json(check: &beaconpb::Check) -> Value {
         "output": state.output,
         "reason": state.reason,
         "since_unix_ms": state.since_unix_ms,
+        "last_probe": check.last_probe.as_ref().map(|probe| json!({
+            "status": health_word(probe.status()),
+            "output": probe.output,
+            "latency_us": probe.latency_us,
+            "at_unix_ms": probe.at_unix_ms,
+            "member_id": format!("{:x}", probe.member_id),
+        })),
     });
     if check.kind.is_some() {
         value[kind] = details;
@@ -1196,6 +1234,44 @@ pub fn service_maintenance(format: Format, response: &beaconpb::SetMaintenanceRe
                 instances_table(std::slice::from_ref(&instance))
             )
         }
+    }
+}
+
+/// `service heartbeat`: the lease's remaining TTL (0 for a persistent instance).
+pub fn service_heartbeat(
+    format: Format,
+    service: &str,
+    id: &str,
+    response: &beaconpb::HeartbeatResponse,
+) -> String {
+    match format {
+        Format::Json => json!({
+            "header": header_json(&response.header),
+            "service": service,
+            "id": id,
+            "ttl": response.ttl,
+        })
+        .to_string(),
+        Format::Table if response.ttl > 0 => {
+            format!("heartbeat {service}/{id}: lease ttl {}s", response.ttl)
+        }
+        Format::Table => format!("heartbeat {service}/{id}: ok"),
+    }
+}
+
+/// `service settings`.
+pub fn service_settings(format: Format, settings: &beaconpb::ServiceSettings) -> String {
+    match format {
+        Format::Json => json!({
+            "service": settings.service,
+            "min_healthy": settings.min_healthy,
+            "dns_ttl_s": settings.dns_ttl_s,
+        })
+        .to_string(),
+        Format::Table => format!(
+            "service {}: min_healthy {} dns_ttl {}s",
+            settings.service, settings.min_healthy, settings.dns_ttl_s
+        ),
     }
 }
 

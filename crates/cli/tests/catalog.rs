@@ -636,12 +636,138 @@ fn an_http_check_registered_by_the_cli_turns_passing_in_service_show() {
         "the probe sent the method, path and header given"
     );
 
+    let probe = &check["last_probe"];
+    assert_eq!(probe["status"], "passing", "{check}");
+    assert!(
+        probe["latency_us"].as_u64().is_some_and(|us| us > 0),
+        "{check}"
+    );
+    assert!(
+        probe["output"]
+            .as_str()
+            .is_some_and(|out| out.contains("200")),
+        "{check}"
+    );
+
     let shown = ok(endpoint, &["service", "show", "web"]);
-    let line = shown.lines().last().expect("a check line");
     let prefix = format!("  check web-1/http http {url}: passing since ");
-    assert!(line.starts_with(&prefix), "{shown}");
+    let line = shown
+        .lines()
+        .find(|line| line.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no check line: {shown}"));
     assert!(line.contains(" ago ("), "an age, then the output: {shown}");
     assert!(line.contains("200"), "{shown}");
+    // Under it, the latest probe: when, by whom, what it found and how long it took.
+    let probe_line = shown.lines().last().expect("a probe line");
+    assert!(probe_line.starts_with("    last probe "), "{shown}");
+    assert!(probe_line.contains(" ago by member "), "{shown}");
+    assert!(probe_line.contains(": passing in "), "{shown}");
+    let quiet = ok(endpoint, &["service", "show", "web", "--no-probes"]);
+    assert!(!quiet.contains("last probe"), "{quiet}");
     let listed = json(endpoint, &["service", "list"]);
     assert_eq!(listed["services"][0]["passing"], 1, "{listed}");
+}
+
+#[test]
+fn ttl_checks_take_heartbeats_and_service_settings_change() {
+    let Some(members) = start_beacon_cluster(3, "") else {
+        return;
+    };
+    let endpoints = endpoints(&members);
+    let endpoint = endpoints.as_str();
+    ok(
+        endpoint,
+        &[
+            "service",
+            "register",
+            "jobs",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "9000",
+            "--id",
+            "job-1",
+            "--check-ttl",
+            "30s",
+        ],
+    );
+    let reported = ok(
+        endpoint,
+        &[
+            "service",
+            "heartbeat",
+            "jobs",
+            "job-1",
+            "--note",
+            "all good",
+        ],
+    );
+    assert_eq!(reported.trim(), "heartbeat jobs/job-1: ok");
+    let check = json(endpoint, &["service", "show", "jobs"])["instances"][0]["checks"][0].clone();
+    assert_eq!(check["status"], "passing", "{check}");
+    assert_eq!(check["output"], "all good", "{check}");
+    assert_eq!(check["last_probe"]["output"], "all good", "{check}");
+    let shown = ok(endpoint, &["service", "show", "jobs"]);
+    assert!(
+        shown
+            .lines()
+            .last()
+            .is_some_and(|line| line.starts_with("    last report ")
+                && line.contains(": passing (all good)")),
+        "{shown}"
+    );
+
+    ok(
+        endpoint,
+        &[
+            "service",
+            "heartbeat",
+            "jobs",
+            "job-1",
+            "--status",
+            "warning",
+            "--check",
+            "ttl",
+            "--note",
+            "slow disk",
+        ],
+    );
+    let instance = json(endpoint, &["service", "show", "jobs"])["instances"][0].clone();
+    assert_eq!(instance["health"], "warning", "{instance}");
+    assert_eq!(instance["checks"][0]["output"], "slow disk", "{instance}");
+    let refused = fails(
+        endpoint,
+        &["service", "heartbeat", "jobs", "job-1", "--check", "http"],
+    );
+    assert!(refused.contains("http"), "{refused}");
+
+    assert_eq!(
+        ok(endpoint, &["service", "settings", "jobs"]).trim(),
+        "service jobs: min_healthy 0 dns_ttl 5s"
+    );
+    assert_eq!(
+        ok(
+            endpoint,
+            &[
+                "service",
+                "settings",
+                "jobs",
+                "--min-healthy",
+                "0.5",
+                "--dns-ttl",
+                "30s"
+            ],
+        )
+        .trim(),
+        "service jobs: min_healthy 0.5 dns_ttl 30s"
+    );
+    // One setting changed, the other kept.
+    let settings = json(endpoint, &["service", "settings", "jobs", "--dns-ttl", "0"]);
+    assert_eq!(settings["min_healthy"], 0.5, "{settings}");
+    assert_eq!(settings["dns_ttl_s"], 0, "{settings}");
+    let refused = fails(
+        endpoint,
+        &["service", "settings", "jobs", "--min-healthy", "2"],
+    );
+    assert!(refused.contains("min_healthy"), "{refused}");
 }

@@ -76,17 +76,27 @@ impl Client {
         .await
     }
 
-    /// Renews the lease of instance `id` of `service`; the answer holds the remaining TTL (0 for
-    /// a persistent instance).
+    /// Renews the lease of instance `id` of `service` and reports its TTL checks passing; the
+    /// answer holds the lease's remaining TTL (0 for a persistent instance).
     pub async fn heartbeat(
         &self,
         service: &str,
         id: &str,
     ) -> Result<HeartbeatResponse, ClientError> {
-        let request = HeartbeatRequest {
+        self.report(HeartbeatRequest {
             service: service.to_string(),
             id: id.to_string(),
-        };
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A heartbeat that reports the instance's TTL checks (or the one named `check_id`) with a
+    /// status and note: passing, warning or critical.
+    pub async fn report(
+        &self,
+        request: HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, ClientError> {
         self.call(RequestKind::Write, move |channel| {
             let request = request.clone();
             async move { catalog(channel).heartbeat(request).await }
@@ -150,10 +160,20 @@ impl Client {
         service: &str,
         serializable: bool,
     ) -> Result<GetServiceResponse, ClientError> {
-        let request = GetServiceRequest {
+        self.get_service_with(GetServiceRequest {
             service: service.to_string(),
             serializable,
-        };
+            include_probes: false,
+        })
+        .await
+    }
+
+    /// Every instance of a service, with each check's latest probe when `include_probes` is
+    /// set (gathered from every member).
+    pub async fn get_service_with(
+        &self,
+        request: GetServiceRequest,
+    ) -> Result<GetServiceResponse, ClientError> {
         self.call(RequestKind::Read, move |channel| {
             let request = request.clone();
             async move { catalog(channel).get_service(request).await }

@@ -26,6 +26,9 @@ pub enum ApiError {
     /// The catalog has no such instance.
     #[error("beacon: instance {id} of service {service} not found")]
     InstanceNotFound { service: String, id: String },
+    /// A member this request needs cannot be reached now; the client may retry.
+    #[error("beacon: {0}")]
+    Unavailable(String),
     /// Part of the etcd API Beacon does not offer (yet); the message says which.
     #[error("{0}")]
     Unimplemented(String),
@@ -56,7 +59,8 @@ impl From<ApiError> for Status {
             ApiError::NoLeader
             | ApiError::LeaderChanged
             | ApiError::Timeout
-            | ApiError::Stopped => Code::Unavailable,
+            | ApiError::Stopped
+            | ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Unimplemented(_) => Code::Unimplemented,
             ApiError::Internal(_) => Code::Internal,
         };

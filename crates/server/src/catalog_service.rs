@@ -20,11 +20,12 @@ use beacon_catalog::{
 use beacon_mvcc::{pb, WriteRequest, WriteResponse};
 use beacon_proto::beacon::v1::catalog_server::Catalog;
 use beacon_proto::beacon::v1::{
-    DeregisterRequest, DeregisterResponse, DiscoverRequest, DiscoverResponse, GetServiceRequest,
-    GetServiceResponse, HeartbeatRequest, HeartbeatResponse, Instance, ListServicesRequest,
-    ListServicesResponse, Maintenance, RegisterRequest, RegisterResponse, ServiceSettings,
-    SetMaintenanceRequest, SetMaintenanceResponse, SetServiceSettingsRequest,
-    SetServiceSettingsResponse, WatchServiceRequest, WatchServiceResponse,
+    check, CheckState, DeregisterRequest, DeregisterResponse, DiscoverRequest, DiscoverResponse,
+    GetServiceRequest, GetServiceResponse, HealthStatus, HeartbeatRequest, HeartbeatResponse,
+    Instance, ListServicesRequest, ListServicesResponse, Maintenance, RegisterRequest,
+    RegisterResponse, ReportTtlRequest, ServiceSettings, SetMaintenanceRequest,
+    SetMaintenanceResponse, SetServiceSettingsRequest, SetServiceSettingsResponse,
+    WatchServiceRequest, WatchServiceResponse,
 };
 use beacon_proto::etcdserverpb::{watch_request::RequestUnion, WatchCreateRequest, WatchRequest};
 use beacon_proto::mvccpb::KeyValue;
@@ -32,6 +33,7 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::api_error::ApiError;
+use crate::checker::health_checker::{bounded_output, now_unix_ms, HealthChecker};
 use crate::raft_node::RaftNode;
 use crate::watch_hub::WatchHub;
 use crate::watch_stream::{StreamSettings, WatchRequests, WatchStream};
@@ -48,6 +50,8 @@ pub struct CatalogService {
     /// True while this member has had no leader for a while (see `watch_service`): service
     /// watches opened with `hasleader: true` metadata end then, as etcd's watches do.
     pub leader_lost: tokio::sync::watch::Receiver<bool>,
+    /// This member's health checker: TTL reports and probe results.
+    pub checker: Arc<HealthChecker>,
 }
 
 fn invalid(error: CatalogError) -> Status {
@@ -158,6 +162,101 @@ impl CatalogService {
             .into()
         })
     }
+
+    /// Read-modify-write of one instance record: `change` edits the decoded instance and says
+    /// whether it changed anything; the record is written back as a compare-and-swap on its
+    /// mod revision, read again and retried when another change came first. Returns the
+    /// revision of the write (`None` when there was nothing to write) and the instance.
+    async fn modify_instance(
+        &self,
+        service: &str,
+        id: &str,
+        mut change: impl FnMut(&mut Instance) -> Result<bool, Status>,
+    ) -> Result<(Option<i64>, Instance), Status> {
+        for _ in 0..CAS_ATTEMPTS {
+            let record = self.read_instance(service, id).await?;
+            let mut instance = decode_instance(&record).map_err(invalid)?;
+            if !change(&mut instance)? {
+                return Ok((None, instance));
+            }
+            let put = pb::PutRequest {
+                key: record.key.clone(),
+                value: encode_instance(&instance),
+                lease: record.lease,
+                ..Default::default()
+            };
+            let cas = compare_and_swap(record.key.clone(), record.mod_revision, Some(put));
+            match self.node.write(cas).await? {
+                WriteResponse::Txn(response) if response.succeeded => {
+                    let revision = response.header.map(|h| h.revision).unwrap_or_default();
+                    instance.mod_revision = revision;
+                    return Ok((Some(revision), instance));
+                }
+                // Changed (or deregistered) since we read it: read again.
+                WriteResponse::Txn(_) => continue,
+                other => return Err(unexpected(other)),
+            }
+        }
+        Err(ApiError::Timeout.into())
+    }
+
+    /// Hands a TTL report to the member that owns the check, which restarts its deadline.
+    async fn hand_to_owner(&self, report: ReportTtlRequest) -> Result<(), Status> {
+        let me = self.node.identity.member_id;
+        let status = report.status();
+        match self
+            .checker
+            .owner_of(&report.service, &report.instance_id, &report.check_id)
+        {
+            Some(owner) if owner != me => Ok(self.node.report_ttl(owner, report).await?),
+            _ => {
+                self.checker.touch_ttl(
+                    &report.service,
+                    &report.instance_id,
+                    &report.check_id,
+                    status,
+                    report.note,
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// The latest probe of each check of `instances`, gathered from every member (a member that
+    /// does not answer in time adds nothing).
+    async fn attach_probe_reports(&self, service: &str, instances: &mut [Instance]) {
+        let me = self.node.identity.member_id;
+        let mut reports = self.checker.probe_reports(service);
+        let remote = self
+            .node
+            .members()
+            .into_iter()
+            .filter(|(id, _)| *id != me)
+            .map(|(_, addr)| {
+                let peers = self.node.peers.clone();
+                async move {
+                    peers
+                        .probe_reports(&addr, service, crate::raft_node::PEER_CALL_TIMEOUT)
+                        .await
+                }
+            });
+        for answer in futures::future::join_all(remote).await {
+            match answer {
+                Ok(more) => reports.extend(more),
+                Err(error) => tracing::debug!(%error, "probe reports of a member missing"),
+            }
+        }
+        for instance in instances.iter_mut() {
+            for check in instance.checks.iter_mut() {
+                check.last_probe = reports
+                    .iter()
+                    .filter(|entry| entry.instance_id == instance.id && entry.check_id == check.id)
+                    .filter_map(|entry| entry.report.as_ref())
+                    .max_by_key(|report| report.at_unix_ms)
+                    .cloned();
+            }
+        }
+    }
 }
 
 type WatchServiceStream = Pin<Box<dyn Stream<Item = Result<WatchServiceResponse, Status>> + Send>>;
@@ -246,21 +345,98 @@ impl Catalog for CatalogService {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let request = request.into_inner();
+        let status = match HealthStatus::try_from(request.status) {
+            Ok(HealthStatus::Unspecified) => HealthStatus::Passing,
+            Ok(status) => status,
+            Err(_) => return Err(invalid(CatalogError::invalid_value(
+                "status",
+                request.status,
+                "must be HEALTH_STATUS_PASSING, HEALTH_STATUS_WARNING or HEALTH_STATUS_CRITICAL",
+            ))),
+        };
         let record = self.read_instance(&request.service, &request.id).await?;
-        if record.lease == 0 {
-            return Ok(Response::new(HeartbeatResponse {
-                header: self.header(self.node.reader.current_revision()),
-                ttl: 0,
+        let instance = decode_instance(&record).map_err(invalid)?;
+        let ttl_checks: Vec<String> = instance
+            .checks
+            .iter()
+            .filter(|check| matches!(check.kind, Some(check::Kind::Ttl(_))))
+            .filter(|check| request.check_id.is_empty() || check.id == request.check_id)
+            .map(|check| check.id.clone())
+            .collect();
+        if !request.check_id.is_empty() && ttl_checks.is_empty() {
+            let exists = instance
+                .checks
+                .iter()
+                .any(|check| check.id == request.check_id);
+            return Err(invalid(if exists {
+                CatalogError::invalid_text(
+                    "check_id",
+                    &request.check_id,
+                    "names a check the cluster probes; only TTL checks take reports",
+                )
+            } else {
+                CatalogError::unknown_check(&request.service, &request.id, &request.check_id)
             }));
         }
-        let renew = WriteRequest::LeaseRenew(pb::LeaseKeepAliveRequest { id: record.lease });
-        match self.node.write(renew).await? {
-            WriteResponse::LeaseRenew(response) => Ok(Response::new(HeartbeatResponse {
-                header: self.header(self.node.reader.current_revision()),
-                ttl: response.ttl,
-            })),
-            other => Err(unexpected(other)),
+        let ttl = if record.lease == 0 {
+            0
+        } else {
+            let renew = WriteRequest::LeaseRenew(pb::LeaseKeepAliveRequest { id: record.lease });
+            match self.node.write(renew).await? {
+                WriteResponse::LeaseRenew(response) => response.ttl,
+                other => return Err(unexpected(other)),
+            }
+        };
+        if !ttl_checks.is_empty() {
+            let note = bounded_output(request.note);
+            for check_id in &ttl_checks {
+                self.hand_to_owner(ReportTtlRequest {
+                    cluster_id: 0,
+                    service: request.service.clone(),
+                    instance_id: request.id.clone(),
+                    check_id: check_id.clone(),
+                    status: status as i32,
+                    note: note.clone(),
+                })
+                .await?;
+            }
+            // Only a change of status is written: a steady TTL check costs no Raft traffic.
+            let output = if note.is_empty() {
+                format!(
+                    "reported {}",
+                    status
+                        .as_str_name()
+                        .trim_start_matches("HEALTH_STATUS_")
+                        .to_lowercase()
+                )
+            } else {
+                note
+            };
+            self.modify_instance(&request.service, &request.id, |instance| {
+                let mut changed = false;
+                for check in instance.checks.iter_mut() {
+                    let current = check.state.as_ref().map(|state| state.status());
+                    if ttl_checks.contains(&check.id) && current != Some(status) {
+                        check.state = Some(CheckState {
+                            status: status as i32,
+                            output: output.clone(),
+                            since_unix_ms: now_unix_ms(),
+                            reason: "reported by the instance (Heartbeat)".to_string(),
+                        });
+                        changed = true;
+                    }
+                }
+                if changed {
+                    instance.health = beacon_catalog::health_of(instance) as i32;
+                }
+                Ok(changed)
+            })
+            .await?;
         }
+        Ok(Response::new(HeartbeatResponse {
+            header: self.header(self.node.reader.current_revision()),
+            ttl,
+        }))
     }
 
     async fn set_maintenance(
@@ -268,35 +444,19 @@ impl Catalog for CatalogService {
         request: Request<SetMaintenanceRequest>,
     ) -> Result<Response<SetMaintenanceResponse>, Status> {
         let request = request.into_inner();
-        for _ in 0..CAS_ATTEMPTS {
-            let record = self.read_instance(&request.service, &request.id).await?;
-            let mut instance = decode_instance(&record).map_err(invalid)?;
-            instance.maintenance = request.enabled.then(|| Maintenance {
-                enabled: true,
-                reason: request.reason.clone(),
-            });
-            let put = pb::PutRequest {
-                key: record.key.clone(),
-                value: encode_instance(&instance),
-                lease: record.lease,
-                ..Default::default()
-            };
-            let cas = compare_and_swap(record.key.clone(), record.mod_revision, Some(put));
-            match self.node.write(cas).await? {
-                WriteResponse::Txn(response) if response.succeeded => {
-                    let revision = response.header.map(|h| h.revision).unwrap_or_default();
-                    instance.mod_revision = revision;
-                    return Ok(Response::new(SetMaintenanceResponse {
-                        header: self.header(revision),
-                        instance: Some(instance),
-                    }));
-                }
-                // Changed (or deregistered) since we read it: read again.
-                WriteResponse::Txn(_) => continue,
-                other => return Err(unexpected(other)),
-            }
-        }
-        Err(ApiError::Timeout.into())
+        let (revision, instance) = self
+            .modify_instance(&request.service, &request.id, |instance| {
+                instance.maintenance = request.enabled.then(|| Maintenance {
+                    enabled: true,
+                    reason: request.reason.clone(),
+                });
+                Ok(true)
+            })
+            .await?;
+        Ok(Response::new(SetMaintenanceResponse {
+            header: self.header(revision.unwrap_or(instance.mod_revision)),
+            instance: Some(instance),
+        }))
     }
 
     async fn list_services(
@@ -320,9 +480,13 @@ impl Catalog for CatalogService {
     ) -> Result<Response<GetServiceResponse>, Status> {
         let request = request.into_inner();
         validate_service_name(&request.service).map_err(invalid)?;
-        let (revision, instances) = self
+        let (revision, mut instances) = self
             .read_instances(&service_prefix(&request.service), request.serializable)
             .await?;
+        if request.include_probes {
+            self.attach_probe_reports(&request.service, &mut instances)
+                .await;
+        }
         let settings = self
             .read_settings(Some(&request.service))?
             .pop()

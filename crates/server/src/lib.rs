@@ -154,11 +154,22 @@ pub async fn run(
         &node,
         std::time::Duration::from_millis(config.raft.election_timeout_max_ms),
     );
+    let election_timeout = std::time::Duration::from_millis(config.raft.election_timeout_max_ms);
+    let health_checker = HealthChecker::new(
+        node.clone(),
+        catalog_view.clone(),
+        prober,
+        CheckerSettings {
+            election_timeout,
+            flap: beacon_catalog::FlapPolicy::default(),
+        },
+    );
     let catalog_service = CatalogService {
         node: node.clone(),
         hub: watch_hub.clone(),
         settings: stream_settings.clone(),
         leader_lost: leader_lost.clone(),
+        checker: health_checker.clone(),
     };
     let watch_service = WatchService {
         node: node.clone(),
@@ -177,7 +188,7 @@ pub async fn run(
         .add_service(
             RaftPeerServer::new(PeerService {
                 node: node.clone(),
-                prober: prober.clone(),
+                checker: health_checker.clone(),
             })
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX),
@@ -211,21 +222,11 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming(client_listener)?, until_stopped(stopped));
 
     let keeper_task = tokio::spawn(lease_keeper.run(node.clone()));
-    let election_timeout = std::time::Duration::from_millis(config.raft.election_timeout_max_ms);
     let checker_set_task = tokio::spawn(checker::checker_set::maintain(
         node.clone(),
         catalog_view.clone(),
         election_timeout,
     ));
-    let health_checker = HealthChecker::new(
-        node.clone(),
-        catalog_view.clone(),
-        prober,
-        CheckerSettings {
-            election_timeout,
-            flap: beacon_catalog::FlapPolicy::default(),
-        },
-    );
     let checker_task = tokio::spawn(health_checker.run());
     let peer_task = tokio::spawn(peer_server);
     let client_task = tokio::spawn(client_server);

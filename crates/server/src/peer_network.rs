@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use beacon_proto::beacon::v1::raft_peer_client::RaftPeerClient;
 use beacon_proto::beacon::v1::{
-    Check, ConfirmProbeRequest, ConfirmProbeResponse, RaftPayload, ReadIndexRequest,
-    ReadIndexResponse,
+    Check, CheckProbeReport, ConfirmProbeRequest, ConfirmProbeResponse, ProbeReportsRequest,
+    RaftPayload, ReadIndexRequest, ReadIndexResponse, ReportTtlRequest,
 };
 use beacon_storage::{Member, NodeId, TypeConfig};
 use openraft::error::{
@@ -139,6 +139,49 @@ impl PeerClients {
                 source,
             })?;
         Ok(response.into_inner())
+    }
+
+    /// Hands a TTL check's report to the member at `addr`, which owns the check.
+    pub async fn report_ttl(
+        &self,
+        addr: &str,
+        mut report: ReportTtlRequest,
+        timeout: Duration,
+    ) -> Result<(), PeerError> {
+        report.cluster_id = self.cluster_id;
+        let mut request = tonic::Request::new(report);
+        request.set_timeout(timeout);
+        self.client(addr)
+            .report_ttl(request)
+            .await
+            .map_err(|source| PeerError::Transport {
+                addr: addr.to_string(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// The latest probes the member at `addr` ran of `service`'s checks.
+    pub async fn probe_reports(
+        &self,
+        addr: &str,
+        service: &str,
+        timeout: Duration,
+    ) -> Result<Vec<CheckProbeReport>, PeerError> {
+        let mut request = tonic::Request::new(ProbeReportsRequest {
+            cluster_id: self.cluster_id,
+            service: service.to_string(),
+        });
+        request.set_timeout(timeout);
+        let response = self
+            .client(addr)
+            .probe_reports(request)
+            .await
+            .map_err(|source| PeerError::Transport {
+                addr: addr.to_string(),
+                source,
+            })?;
+        Ok(response.into_inner().reports)
     }
 
     /// Asks the leader at `addr` for a read index confirmed by a quorum.

@@ -6,20 +6,22 @@ use std::sync::Arc;
 use beacon_mvcc::WriteRequest;
 use beacon_proto::beacon::v1::raft_peer_server::RaftPeer;
 use beacon_proto::beacon::v1::{
-    ConfirmProbeRequest, ConfirmProbeResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
+    ConfirmProbeRequest, ConfirmProbeResponse, ProbeReportsRequest, ProbeReportsResponse,
+    RaftPayload, ReadIndexRequest, ReadIndexResponse, ReportTtlRequest, ReportTtlResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use crate::checker::probe::Prober;
+use crate::checker::health_checker::HealthChecker;
 use crate::raft_node::RaftNode;
 
 /// Implements `beacon.v1.RaftPeer`.
 pub struct PeerService {
     pub node: Arc<RaftNode>,
-    /// Runs the second-opinion probes other members ask for.
-    pub prober: Prober,
+    /// Runs the second-opinion probes other members ask for, takes TTL reports for the checks
+    /// this member owns, and keeps this member's latest probes.
+    pub checker: Arc<HealthChecker>,
 }
 
 impl PeerService {
@@ -72,10 +74,38 @@ impl RaftPeer for PeerService {
         let check = request
             .check
             .ok_or_else(|| Status::invalid_argument("confirm probe without a check"))?;
-        let result = self.prober.probe(&check).await;
+        let result = self.checker.prober().probe(&check).await;
         Ok(Response::new(ConfirmProbeResponse {
             status: result.status as i32,
             output: result.output,
+        }))
+    }
+
+    async fn report_ttl(
+        &self,
+        request: Request<ReportTtlRequest>,
+    ) -> Result<Response<ReportTtlResponse>, Status> {
+        let report = request.into_inner();
+        self.check_cluster(report.cluster_id)?;
+        let status = report.status();
+        self.checker.touch_ttl(
+            &report.service,
+            &report.instance_id,
+            &report.check_id,
+            status,
+            report.note,
+        );
+        Ok(Response::new(ReportTtlResponse {}))
+    }
+
+    async fn probe_reports(
+        &self,
+        request: Request<ProbeReportsRequest>,
+    ) -> Result<Response<ProbeReportsResponse>, Status> {
+        let request = request.into_inner();
+        self.check_cluster(request.cluster_id)?;
+        Ok(Response::new(ProbeReportsResponse {
+            reports: self.checker.probe_reports(&request.service),
         }))
     }
 

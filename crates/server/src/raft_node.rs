@@ -17,6 +17,10 @@ use crate::peer_network::PeerClients;
 use crate::proposal_batcher::{ProposalBatcher, ProposeOutcome};
 use crate::read_barrier::ReadBarrier;
 
+/// How long a member waits for another member's answer to a small peer call (TTL reports,
+/// probe reports).
+pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a request may wait for a leader, a forwarded write or a read index (etcd's default
 /// request timeout is 5 s plus election time).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
@@ -250,6 +254,30 @@ impl RaftNode {
             })
     }
 
+    /// The peer address of `member`, from the current membership.
+    fn peer_addr(&self, member: NodeId) -> Result<String, ApiError> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&member)
+            .map(|node| node.peer_addr.clone())
+            .ok_or_else(|| ApiError::Internal(format!("member {member} is not in the cluster")))
+    }
+
+    /// The members of the cluster (voters and learners) with their peer addresses.
+    pub fn members(&self) -> Vec<(NodeId, String)> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.peer_addr.clone()))
+            .collect()
+    }
+
     /// Asks `member` to probe `check` once and report what it saw (the second opinion before a
     /// critical verdict commits). Bounded by the check's timeout plus a second.
     pub async fn confirm_probe(
@@ -257,20 +285,29 @@ impl RaftNode {
         member: NodeId,
         check: &beacon_proto::beacon::v1::Check,
     ) -> Result<beacon_proto::beacon::v1::ConfirmProbeResponse, ApiError> {
-        let node = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&member)
-            .cloned()
-            .ok_or_else(|| ApiError::Internal(format!("member {member} is not in the cluster")))?;
+        let addr = self.peer_addr(member)?;
         let timeout = Duration::from_millis(check.timeout_ms.max(1000)) + Duration::from_secs(1);
         self.peers
-            .confirm_probe(&node.peer_addr, check, timeout)
+            .confirm_probe(&addr, check, timeout)
             .await
             .map_err(|error| ApiError::Internal(error.to_string()))
+    }
+
+    /// Hands a TTL check's report to `member`, the check's owner.
+    pub async fn report_ttl(
+        &self,
+        member: NodeId,
+        report: beacon_proto::beacon::v1::ReportTtlRequest,
+    ) -> Result<(), ApiError> {
+        let addr = self.peer_addr(member)?;
+        self.peers
+            .report_ttl(&addr, report, PEER_CALL_TIMEOUT)
+            .await
+            .map_err(|error| {
+                ApiError::Unavailable(format!(
+                    "cannot reach member {member:x}, which runs this TTL check: {error}"
+                ))
+            })
     }
 
     /// Rejects a write whose encoded size exceeds etcd's request limit.

@@ -285,6 +285,7 @@ async fn discovery_filters_maintenance_and_fail_open() {
         .get_service(GetServiceRequest {
             service: "api".into(),
             serializable: false,
+            include_probes: false,
         })
         .await
         .expect("get")
@@ -434,6 +435,7 @@ async fn invalid_registrations_and_catalog_keys_are_refused_with_clear_errors() 
         .get_service(GetServiceRequest {
             service: "web".into(),
             serializable: false,
+            include_probes: false,
         })
         .await
         .expect("get")
@@ -510,6 +512,7 @@ async fn an_ephemeral_instance_leaves_with_its_lease_and_not_before() {
         .get_service(GetServiceRequest {
             service: "cache".into(),
             serializable: false,
+            include_probes: false,
         })
         .await
         .expect("get")
@@ -663,6 +666,7 @@ async fn a_service_fails_open_below_its_min_healthy_ratio() {
         .get_service(GetServiceRequest {
             service: "pay".into(),
             serializable: false,
+            include_probes: false,
         })
         .await
         .expect("get")

@@ -9,7 +9,9 @@
 //! (follower or leader) and back when it returns; a failure only the owner sees never turns an
 //! instance critical; an isolated owner stops probing and commits no critical verdict, during
 //! the isolation or after it; fail-open discovery; flap damping (hold and release);
-//! `deregister_critical_after` (after passing, and for a check that never passed).
+//! `deregister_critical_after` (after passing, and for a check that never passed); TTL checks
+//! (reports through a member that does not own the check, expiry one TTL after the last report,
+//! survival of the owner's death); each check's latest probe through any member.
 //!
 //! Checks probe every second (`interval_ms` 1000, the validation minimum) with a 500 ms timeout.
 //! Bounds on time are generous multiples of what the design promises (the machine may be busy);
@@ -28,8 +30,8 @@ use beacon_catalog::rendezvous;
 use beacon_proto::beacon::v1::catalog_client::CatalogClient;
 use beacon_proto::beacon::v1::{
     check, instance_event::EventType, Check, CheckState, DiscoverRequest, GetServiceRequest,
-    GrpcCheck, HealthFilter, HealthStatus, HttpCheck, Instance, InstanceEvent, ListServicesRequest,
-    RegisterRequest, TcpCheck, WatchServiceRequest,
+    GrpcCheck, HealthFilter, HealthStatus, HeartbeatRequest, HttpCheck, Instance, InstanceEvent,
+    ListServicesRequest, RegisterRequest, TcpCheck, TtlCheck, WatchServiceRequest,
 };
 use common::{free_port, TestCluster, DEADLINE};
 use http_body_util::Full;
@@ -404,6 +406,7 @@ async fn service_instances(
         .get_service(GetServiceRequest {
             service: service.into(),
             serializable: false,
+            include_probes: false,
         })
         .await?
         .into_inner()
@@ -1737,4 +1740,276 @@ async fn an_instance_critical_past_deregister_critical_after_is_deregistered() {
         "{}",
         events.describe()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// TTL checks and the latest probe
+// ---------------------------------------------------------------------------------------------
+
+/// The TTL of the TTL checks here (the validation minimum is 1 s).
+const TTL: Duration = Duration::from_secs(2);
+
+fn ttl_check() -> Check {
+    Check {
+        id: "ttl".into(),
+        kind: Some(check::Kind::Ttl(TtlCheck {
+            ttl_ms: TTL.as_millis() as u64,
+        })),
+        ..Default::default()
+    }
+}
+
+/// The member index (0-based) of the member that owns `{service}/{id}/ttl`, and of one that
+/// does not, by rendezvous hashing over all three members.
+fn ttl_owner_and_other(service: &str, id: &str) -> (usize, usize) {
+    let owner = rendezvous::owner(&rendezvous::check_key(service, id, "ttl"), &MEMBERS)
+        .expect("members") as usize;
+    (owner - 1, owner % 3)
+}
+
+async fn report(
+    catalog: &mut CatalogClient<Channel>,
+    service: &str,
+    id: &str,
+    status: HealthStatus,
+    note: &str,
+) -> Result<(), tonic::Status> {
+    catalog
+        .heartbeat(HeartbeatRequest {
+            service: service.into(),
+            id: id.into(),
+            status: status as i32,
+            check_id: String::new(),
+            note: note.into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// A TTL check follows the instance's reports (taken by a member that does not own the check,
+/// so each travels to the owner); steady reports write nothing; without reports the owner turns
+/// it critical one TTL after the last report, not before. Reports naming no TTL check, or with
+/// an unknown status, are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn ttl_checks_follow_reports_and_expire_one_ttl_after_the_last() {
+    let cluster = started_cluster().await;
+    let (owner, other) = ttl_owner_and_other("jobs", "job-1");
+    let mut events = ServiceEvents::open(&cluster, other, "jobs").await;
+    let mut catalog = cluster.catalog(other).await;
+    let stored = register(
+        &mut catalog,
+        instance("jobs", "job-1", 9000, vec![ttl_check()]),
+    )
+    .await;
+    assert_eq!(stored.health(), Critical, "TTL checks start critical");
+
+    let unknown = catalog
+        .heartbeat(HeartbeatRequest {
+            service: "jobs".into(),
+            id: "job-1".into(),
+            check_id: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown check");
+    assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
+    assert!(unknown.message().contains("nope"), "{}", unknown.message());
+    let bad_status = catalog
+        .heartbeat(HeartbeatRequest {
+            service: "jobs".into(),
+            id: "job-1".into(),
+            status: 9,
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown status");
+    assert_eq!(bad_status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        bad_status.message().contains("status"),
+        "{}",
+        bad_status.message()
+    );
+
+    report(&mut catalog, "jobs", "job-1", Passing, "ready")
+        .await
+        .expect("report");
+    let (_, passing) = events.wait_put("job-1", Passing, DEADLINE).await;
+    assert_eq!(state_of(&passing).output, "ready");
+    assert!(
+        state_of(&passing).reason.contains("reported"),
+        "{:?}",
+        state_of(&passing)
+    );
+
+    // Reports well within the TTL for 3 TTLs: no change, nothing written.
+    for tick in 0..12 {
+        report(
+            &mut catalog,
+            "jobs",
+            "job-1",
+            Passing,
+            &format!("tick {tick}"),
+        )
+        .await
+        .expect("report");
+        tokio::time::sleep(TTL / 4).await;
+    }
+    // The registration (critical until reported), then the first report.
+    assert_eq!(events.healths("job-1"), vec![Critical, Passing]);
+    // The latest report shows through any member, stamped by the owner.
+    let shown = catalog
+        .get_service(GetServiceRequest {
+            service: "jobs".into(),
+            serializable: false,
+            include_probes: true,
+        })
+        .await
+        .expect("get service")
+        .into_inner();
+    let probe = shown.instances[0].checks[0]
+        .last_probe
+        .clone()
+        .expect("latest report");
+    assert_eq!(probe.output, "tick 11");
+    assert_eq!(probe.member_id, owner as u64 + 1);
+
+    report(&mut catalog, "jobs", "job-1", Warning, "degraded")
+        .await
+        .expect("report");
+    let (_, warning) = events.wait_put("job-1", Warning, DEADLINE).await;
+    assert_eq!(state_of(&warning).output, "degraded");
+
+    let last_sent = Instant::now();
+    report(&mut catalog, "jobs", "job-1", Passing, "last")
+        .await
+        .expect("report");
+    let (expired_at, critical) = events.wait_put("job-1", Critical, TTL + SLACK).await;
+    let after = expired_at - last_sent;
+    assert!(
+        after >= TTL,
+        "expired {after:?} after the last report, TTL {TTL:?}"
+    );
+    assert!(
+        state_of(&critical).output.contains("TTL expired"),
+        "{:?}",
+        state_of(&critical)
+    );
+    assert_eq!(
+        events.healths("job-1"),
+        vec![Critical, Passing, Warning, Passing, Critical]
+    );
+}
+
+/// The owner of a TTL check dies while the instance keeps reporting through the other
+/// members: reports may be refused (Unavailable) until the leader moves the check to the next
+/// member, but the check never expires; the heir expires it once the reports stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ttl_check_outlives_its_owner() {
+    let mut cluster = started_cluster().await;
+    let (owner, other) = ttl_owner_and_other("jobs", "job-2");
+    let mut events = ServiceEvents::open(&cluster, other, "jobs").await;
+    let mut catalog = cluster.catalog(other).await;
+    register(
+        &mut catalog,
+        instance("jobs", "job-2", 9000, vec![ttl_check()]),
+    )
+    .await;
+    report(&mut catalog, "jobs", "job-2", Passing, "up")
+        .await
+        .expect("report");
+    events.wait_put("job-2", Passing, DEADLINE).await;
+
+    cluster.kill(owner);
+    let killed_at = Instant::now();
+    let mut refused = Vec::new();
+    let mut last_accepted = None;
+    while killed_at.elapsed() < TTL * 4 {
+        let sent = Instant::now();
+        match report(&mut catalog, "jobs", "job-2", Passing, "up").await {
+            Ok(()) => last_accepted = Some(sent),
+            Err(status) => refused.push((sent - killed_at, status.code())),
+        }
+        tokio::time::sleep(TTL / 4).await;
+    }
+    let last_accepted = last_accepted.expect("reports accepted again after the takeover");
+    assert!(
+        last_accepted > killed_at + TTL * 3,
+        "reports still refused late: {refused:?}"
+    );
+    for (_, code) in &refused {
+        assert_eq!(*code, tonic::Code::Unavailable, "{refused:?}");
+    }
+    eprintln!("reports refused after the owner's death: {refused:?}");
+    assert_eq!(
+        events.healths("job-2"),
+        vec![Critical, Passing],
+        "the check must not expire while reported"
+    );
+    let (expired_at, _) = events.wait_put("job-2", Critical, TTL + SLACK).await;
+    assert!(expired_at - last_accepted >= TTL);
+}
+
+/// `GetService` with `include_probes` shows each check's latest probe (status, output,
+/// latency, time and the member that ran it) through a member that does not run the check.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_latest_probe_of_a_check_shows_through_every_member() {
+    let cluster = started_cluster().await;
+    let server = HttpServer::start().await;
+    let owner = owner_of("probed", "probed-1", &MEMBERS);
+    let other = (owner as usize) % 3;
+    let mut catalog = cluster.catalog(other).await;
+    register(
+        &mut catalog,
+        instance(
+            "probed",
+            "probed-1",
+            server.port(),
+            vec![http_check(server.url("/health"))],
+        ),
+    )
+    .await;
+    wait_instances(
+        &mut catalog,
+        "probed",
+        &["probed-1"],
+        DEADLINE,
+        "passing",
+        |i| i.health() == Passing,
+    )
+    .await;
+    let before = health_checker_now_ms();
+    tokio::time::sleep(INTERVAL * 2).await;
+    let shown = catalog
+        .get_service(GetServiceRequest {
+            service: "probed".into(),
+            serializable: true,
+            include_probes: true,
+        })
+        .await
+        .expect("get service")
+        .into_inner();
+    let probe = shown.instances[0].checks[0]
+        .last_probe
+        .clone()
+        .expect("latest probe");
+    assert_eq!(probe.member_id, owner);
+    assert_eq!(probe.status(), Passing);
+    assert!(probe.output.contains("200 OK"), "{}", probe.output);
+    assert!(probe.latency_us > 0);
+    assert!(
+        probe.at_unix_ms > before,
+        "{probe:?} not newer than {before}"
+    );
+    // Without include_probes, nothing is gathered.
+    let plain = service_instances(&mut catalog, "probed")
+        .await
+        .expect("read");
+    assert!(plain[0].checks[0].last_probe.is_none());
+}
+
+fn health_checker_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
 }

@@ -376,6 +376,7 @@ impl Catalog {
             .call(catalog.heartbeat(HeartbeatRequest {
                 service: service.to_string(),
                 id: id.to_string(),
+                ..Default::default()
             }))
             .await;
         finish(history, done, result, |done, response| {
@@ -402,6 +403,7 @@ impl Catalog {
             .call(catalog.get_service(GetServiceRequest {
                 service: service.to_string(),
                 serializable: false,
+                include_probes: false,
             }))
             .await;
         match result {
@@ -464,6 +466,7 @@ impl Catalog {
                         .call(catalog.get_service(GetServiceRequest {
                             service: service.to_string(),
                             serializable: true,
+                            include_probes: false,
                         }))
                         .await;
                     let mut entry = ConvergenceEntry {

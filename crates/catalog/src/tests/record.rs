@@ -351,6 +351,7 @@ prop_compose! {
                 since_unix_ms,
                 reason,
             }),
+            last_probe: None,
         }
     }
 }

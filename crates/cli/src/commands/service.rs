@@ -1,4 +1,5 @@
-//! `service register|deregister|list|show|discover|watch|maintenance`: Beacon's catalog.
+//! `service register|deregister|list|show|discover|watch|maintenance|heartbeat|settings`:
+//! Beacon's catalog.
 //!
 //! `service register` without `--ttl` stores a persistent instance and returns. With `--ttl` it
 //! is a minimal sidecar: the instance lives by a lease the command keeps alive
@@ -18,8 +19,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use beacon_client::beaconpb::{
-    check, Check, DiscoverRequest, GrpcCheck, HealthFilter, HealthStatus, HttpCheck, Instance,
-    Order, TcpCheck, TtlCheck,
+    check, Check, DiscoverRequest, GetServiceRequest, GrpcCheck, HealthFilter, HealthStatus,
+    HeartbeatRequest, HttpCheck, Instance, Order, ServiceSettings, TcpCheck, TtlCheck,
 };
 use beacon_client::Client;
 use clap::{Args, Subcommand, ValueEnum};
@@ -45,13 +46,16 @@ pub enum ServiceCommand {
         #[arg(long)]
         serializable: bool,
     },
-    /// Every instance of a service, with its checks.
+    /// Every instance of a service, with its checks and each check's latest probe.
     Show {
         /// The service.
         service: String,
         /// Answer from the contacted member's state (fast, possibly stale).
         #[arg(long)]
         serializable: bool,
+        /// Leave out the latest probes (gathered from every member).
+        #[arg(long)]
+        no_probes: bool,
     },
     /// The instances of a service to call, filtered and ordered.
     Discover(DiscoverArgs),
@@ -77,6 +81,68 @@ pub enum ServiceCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Report an instance alive: renews its lease and reports its TTL checks (passing unless
+    /// --status says otherwise). Run it more often than the TTL.
+    Heartbeat {
+        /// The service.
+        service: String,
+        /// The instance id.
+        id: String,
+        /// The status reported for the TTL checks.
+        #[arg(long, value_enum, default_value_t = ReportedStatus::Passing)]
+        status: ReportedStatus,
+        /// Only this TTL check (default: every TTL check of the instance).
+        #[arg(long = "check", value_name = "CHECK_ID", default_value = "")]
+        check_id: String,
+        /// A note kept as the check's output.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Show a service's settings, or change them (fail-open threshold, DNS TTL).
+    Settings {
+        /// The service.
+        service: String,
+        /// When fewer than this share (0 to 1) of its instances pass, discovery and DNS return
+        /// every instance not in maintenance, and say so.
+        #[arg(long, value_name = "RATIO")]
+        min_healthy: Option<f64>,
+        /// TTL of the service's DNS answers (e.g. 5s; 0 disables caching).
+        #[arg(long, value_name = "DURATION", value_parser = parse_dns_ttl)]
+        dns_ttl: Option<u32>,
+    },
+}
+
+/// `service heartbeat --status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportedStatus {
+    /// The instance is healthy.
+    Passing,
+    /// The instance works, degraded (still offered to clients).
+    Warning,
+    /// The instance must not be offered to clients.
+    Critical,
+}
+
+impl From<ReportedStatus> for HealthStatus {
+    fn from(status: ReportedStatus) -> HealthStatus {
+        match status {
+            ReportedStatus::Passing => HealthStatus::Passing,
+            ReportedStatus::Warning => HealthStatus::Warning,
+            ReportedStatus::Critical => HealthStatus::Critical,
+        }
+    }
+}
+
+/// A DNS TTL in whole seconds: `0`, `30`, `5s`, `2m`.
+fn parse_dns_ttl(text: &str) -> Result<u32, String> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    let duration = parse_duration(text)?;
+    if duration.subsec_nanos() != 0 {
+        return Err(format!("DNS TTL {text:?} must be whole seconds"));
+    }
+    u32::try_from(duration.as_secs()).map_err(|_| format!("DNS TTL {text:?} is too large"))
 }
 
 /// `service maintenance on|off`.
@@ -470,6 +536,7 @@ impl CheckArgs {
                         .map_or(HealthStatus::Unspecified, HealthStatus::from)
                         as i32,
                     state: None,
+                    last_probe: None,
                 });
             }
         }
@@ -522,8 +589,15 @@ pub async fn run(client: &Client, format: Format, command: ServiceCommand) -> an
         ServiceCommand::Show {
             service,
             serializable,
+            no_probes,
         } => {
-            let response = client.get_service(&service, serializable).await?;
+            let response = client
+                .get_service_with(GetServiceRequest {
+                    service,
+                    serializable,
+                    include_probes: !no_probes,
+                })
+                .await?;
             println!(
                 "{}",
                 output::service_instances(format, &response.header, &response.instances)
@@ -552,6 +626,56 @@ pub async fn run(client: &Client, format: Format, command: ServiceCommand) -> an
                 .set_maintenance(&service, &id, enabled, &reason)
                 .await?;
             println!("{}", output::service_maintenance(format, &response));
+        }
+        ServiceCommand::Heartbeat {
+            service,
+            id,
+            status,
+            check_id,
+            note,
+        } => {
+            let response = client
+                .report(HeartbeatRequest {
+                    service: service.clone(),
+                    id: id.clone(),
+                    status: HealthStatus::from(status) as i32,
+                    check_id,
+                    note,
+                })
+                .await?;
+            println!(
+                "{}",
+                output::service_heartbeat(format, &service, &id, &response)
+            );
+        }
+        ServiceCommand::Settings {
+            service,
+            min_healthy,
+            dns_ttl,
+        } => {
+            let current = client
+                .get_service(&service, false)
+                .await?
+                .settings
+                .unwrap_or_else(|| ServiceSettings {
+                    service: service.clone(),
+                    ..Default::default()
+                });
+            let settings = if min_healthy.is_none() && dns_ttl.is_none() {
+                current
+            } else {
+                let changed = ServiceSettings {
+                    service: service.clone(),
+                    min_healthy: min_healthy.unwrap_or(current.min_healthy),
+                    dns_ttl_s: dns_ttl.unwrap_or(current.dns_ttl_s),
+                };
+                client
+                    .set_service_settings(changed)
+                    .await?
+                    .settings
+                    .unwrap_or_default()
+            };
+            println!("{}", output::service_settings(format, &settings));
         }
     }
     Ok(())

@@ -12,10 +12,18 @@
 //! overwrites a newer registration. Before a transition to critical commits, the second member of
 //! the ranking probes once (`ConfirmProbe` over the peer channel): if it sees the endpoint
 //! healthy, the verdict is dropped, so one member's bad path cannot take an instance out.
-//! Probes that change nothing write nothing; their last result is kept here for `GetService`.
+//! Probes that change nothing write nothing; their last result is kept here for `GetService`
+//! (`include_probes` gathers them from every member).
+//!
+//! TTL checks are not probed: the instance reports them (`Heartbeat` with a status), and the
+//! member that took the report hands it to the check's owner ([`HealthChecker::touch_ttl`]),
+//! which restarts the check's deadline. When a deadline passes without a report, the owner
+//! commits critical (no confirmation: there is no endpoint to ask about). An owner that takes a
+//! TTL check over starts it with a whole TTL, since reports went to the previous owner, so an
+//! expiry can come late after a change of owner, never early.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +33,9 @@ use beacon_catalog::{
     ProbeOutcome, Verdict,
 };
 use beacon_mvcc::{pb, WriteResponse};
-use beacon_proto::beacon::v1::{check, Check, HealthStatus, Instance};
+use beacon_proto::beacon::v1::{
+    check, Check, CheckProbeReport, HealthStatus, Instance, ProbeReport,
+};
 use beacon_storage::NodeId;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -39,14 +49,15 @@ const MAX_CONCURRENT_PROBES: usize = 512;
 /// How often ownership and connectivity are re-evaluated without any catalog change.
 const OWNERSHIP_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The last probe of a check on this member, for `GetService`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeReport {
-    pub output: String,
-    pub status: HealthStatus,
-    pub latency: Duration,
-    pub at_unix_ms: i64,
-}
+/// How often an expired TTL check is looked at again: to retry a critical verdict that did not
+/// commit, and for `deregister_critical_after`.
+const TTL_RECHECK: Duration = Duration::from_secs(5);
+/// The longest output (probe output or TTL note) kept in a check state, as Consul's
+/// `check_output_max_size` defaults to.
+pub const MAX_OUTPUT_BYTES: usize = 4096;
+
+/// A check's latest probe on this member, by (service, instance id, check id).
+type Reports = BTreeMap<(String, String, String), ProbeReport>;
 
 /// One check this member owns.
 struct Owned {
@@ -57,6 +68,8 @@ struct Owned {
     /// Bumped whenever the check is rescheduled, so stale timer entries are ignored.
     generation: u64,
     running: bool,
+    /// TTL checks: when the check expires unless a report comes first.
+    ttl_deadline: Option<Instant>,
 }
 
 /// Settings of the checker on one member.
@@ -72,7 +85,10 @@ pub struct HealthChecker {
     view: Arc<CatalogView>,
     prober: Prober,
     settings: CheckerSettings,
-    reports: Mutex<HashMap<Vec<u8>, ProbeReport>>,
+    reports: Mutex<Reports>,
+    /// TTL reports for the run loop (by check key), and its end of the channel until it starts.
+    touches: mpsc::UnboundedSender<Vec<u8>>,
+    touched: Mutex<Option<mpsc::UnboundedReceiver<Vec<u8>>>>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch, as stamped into check states.
@@ -81,6 +97,25 @@ pub fn now_unix_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+fn ttl_of(check: &Check) -> Option<Duration> {
+    match &check.kind {
+        Some(check::Kind::Ttl(ttl)) => Some(Duration::from_millis(ttl.ttl_ms.max(1))),
+        _ => None,
+    }
+}
+
+/// `output` cut to [`MAX_OUTPUT_BYTES`] at a character boundary.
+pub fn bounded_output(mut output: String) -> String {
+    if output.len() > MAX_OUTPUT_BYTES {
+        let mut end = MAX_OUTPUT_BYTES;
+        while !output.is_char_boundary(end) {
+            end -= 1;
+        }
+        output.truncate(end);
+    }
+    output
 }
 
 fn interval_of(check: &Check) -> Duration {
@@ -116,22 +151,77 @@ impl HealthChecker {
         prober: Prober,
         settings: CheckerSettings,
     ) -> Arc<Self> {
+        let (touches, touched) = mpsc::unbounded_channel();
         Arc::new(HealthChecker {
             node,
             view,
             prober,
             settings,
-            reports: Mutex::new(HashMap::new()),
+            reports: Mutex::new(BTreeMap::new()),
+            touches,
+            touched: Mutex::new(Some(touched)),
         })
     }
 
-    /// The last probe of a check on this member, if this member ran it.
-    pub fn report(&self, service: &str, instance_id: &str, check_id: &str) -> Option<ProbeReport> {
+    /// The prober, for the second opinions other members ask of this one.
+    pub fn prober(&self) -> &Prober {
+        &self.prober
+    }
+
+    fn reports(&self) -> std::sync::MutexGuard<'_, Reports> {
         self.reports
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&check_key(service, instance_id, check_id))
-            .cloned()
+    }
+
+    /// The latest probes (and TTL reports) this member has of `service`'s checks.
+    pub fn probe_reports(&self, service: &str) -> Vec<CheckProbeReport> {
+        let start = (service.to_string(), String::new(), String::new());
+        self.reports()
+            .range(start..)
+            .take_while(|((name, _, _), _)| name == service)
+            .map(|((_, instance_id, check_id), report)| CheckProbeReport {
+                instance_id: instance_id.clone(),
+                check_id: check_id.clone(),
+                report: Some(report.clone()),
+            })
+            .collect()
+    }
+
+    /// The member that runs a check now, by this member's view of the checker set.
+    pub fn owner_of(&self, service: &str, instance_id: &str, check_id: &str) -> Option<NodeId> {
+        owner(
+            &check_key(service, instance_id, check_id),
+            &self.checker_members(),
+        )
+    }
+
+    /// Takes a TTL check's report: kept as its latest "probe", and, if this member owns the
+    /// check, its deadline restarts. The status itself is committed by whoever took the
+    /// report from the instance (`Heartbeat`).
+    pub fn touch_ttl(
+        &self,
+        service: &str,
+        instance_id: &str,
+        check_id: &str,
+        status: HealthStatus,
+        note: String,
+    ) {
+        self.reports().insert(
+            (
+                service.to_string(),
+                instance_id.to_string(),
+                check_id.to_string(),
+            ),
+            ProbeReport {
+                status: status as i32,
+                output: bounded_output(note),
+                latency_us: 0,
+                at_unix_ms: now_unix_ms(),
+                member_id: self.node.identity.member_id,
+            },
+        );
+        let _ = self.touches.send(check_key(service, instance_id, check_id));
     }
 
     /// Whether this member may run checks now: connected to a leader that has a quorum.
@@ -159,6 +249,15 @@ impl HealthChecker {
     /// Runs until the member stops.
     pub async fn run(self: Arc<Self>) {
         let mut changes = self.view.subscribe();
+        let Some(mut touched) = self
+            .touched
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        else {
+            tracing::error!("the health checker was started twice");
+            return;
+        };
         let (results, mut finished) = mpsc::unbounded_channel::<(Vec<u8>, u64, ProbeResult)>();
         let probes = Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES));
         let mut owned: HashMap<Vec<u8>, Owned> = HashMap::new();
@@ -220,6 +319,10 @@ impl HealthChecker {
                         if check.generation != entry_generation {
                             continue;
                         }
+                        if let Some(deadline) = check.ttl_deadline {
+                            self.ttl_due(check, deadline, &key, &mut timers, now);
+                            continue;
+                        }
                         // From the due time, not the wake-up, so the phase does not drift.
                         let next = (at + interval_of(&check.check)).max(now);
                         timers.push(Reverse((next, entry_generation, key.clone())));
@@ -241,6 +344,14 @@ impl HealthChecker {
                 Some((key, entry_generation, result)) = finished.recv() => {
                     self.on_result(&mut owned, key, entry_generation, result);
                 }
+                Some(key) = touched.recv() => {
+                    // The pending timer finds the later deadline and waits for it.
+                    if let Some(check) = owned.get_mut(&key) {
+                        if let Some(ttl) = ttl_of(&check.check) {
+                            check.ttl_deadline = Some(Instant::now() + ttl);
+                        }
+                    }
+                }
             }
         }
     }
@@ -255,6 +366,14 @@ impl HealthChecker {
         generation: &mut u64,
     ) {
         let instances: Vec<Instance> = self.view.read().instances.values().cloned().collect();
+        {
+            let present: std::collections::HashSet<(&str, &str)> = instances
+                .iter()
+                .map(|instance| (instance.service.as_str(), instance.id.as_str()))
+                .collect();
+            self.reports()
+                .retain(|(service, id, _), _| present.contains(&(service.as_str(), id.as_str())));
+        }
         let mut keep = HashMap::new();
         for instance in instances {
             for (key, check) in self.checks_to_own(&instance, members, connected) {
@@ -295,7 +414,11 @@ impl HealthChecker {
             .into_iter()
             .filter_map(|key| owned.remove_entry(&key))
             .collect();
-        let Some(instance) = instance else { return };
+        let Some(instance) = instance else {
+            self.reports()
+                .retain(|(name, instance_id, _), _| name != service || instance_id != id);
+            return;
+        };
         // Checks that stay owned keep their trackers (counters, flap history), and learn what
         // was committed (our own verdict, or a new registration's fresh state).
         for (key, check) in self.checks_to_own(&instance, members, connected) {
@@ -328,7 +451,7 @@ impl HealthChecker {
         instance
             .checks
             .iter()
-            .filter(|check| !matches!(check.kind, Some(check::Kind::Ttl(_)) | None))
+            .filter(|check| check.kind.is_some())
             .filter_map(|check| {
                 let key = check_key(&instance.service, &instance.id, &check.id);
                 (owner(&key, members) == Some(me)).then(|| (key, check.clone()))
@@ -350,6 +473,20 @@ impl HealthChecker {
         generation: &mut u64,
     ) -> Owned {
         *generation += 1;
+        if let Some(ttl) = ttl_of(&check) {
+            // A whole TTL from the takeover: the reports so far went to the previous owner.
+            let deadline = Instant::now() + ttl;
+            timers.push(Reverse((deadline, *generation, key.to_vec())));
+            return Owned {
+                service: instance.service.clone(),
+                instance_id: instance.id.clone(),
+                tracker: CheckTracker::for_check(&check, self.settings.flap),
+                check,
+                generation: *generation,
+                running: false,
+                ttl_deadline: Some(deadline),
+            };
+        }
         let interval = interval_of(&check);
         let window = first_within.map_or(interval, |within| within.min(interval));
         let phase = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -366,6 +503,7 @@ impl HealthChecker {
             check,
             generation: *generation,
             running: false,
+            ttl_deadline: None,
         }
     }
 
@@ -380,6 +518,7 @@ impl HealthChecker {
         };
         if !same_definition {
             existing.tracker = CheckTracker::for_check(&check, self.settings.flap);
+            existing.ttl_deadline = ttl_of(&check).map(|ttl| Instant::now() + ttl);
         } else if existing.tracker.committed_status() != committed_status(&check) {
             let now = u64::try_from(now_unix_ms()).unwrap_or(0);
             existing.tracker.committed(committed_status(&check), now);
@@ -397,21 +536,23 @@ impl HealthChecker {
         result: ProbeResult,
     ) {
         let at_unix_ms = now_unix_ms();
-        self.reports
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(
-                key.clone(),
-                ProbeReport {
-                    output: result.output.clone(),
-                    status: result.status,
-                    latency: result.latency,
-                    at_unix_ms,
-                },
-            );
         let Some(check) = owned.get_mut(&key) else {
             return;
         };
+        self.reports().insert(
+            (
+                check.service.clone(),
+                check.instance_id.clone(),
+                check.check.id.clone(),
+            ),
+            ProbeReport {
+                status: result.status as i32,
+                output: bounded_output(result.output.clone()),
+                latency_us: u64::try_from(result.latency.as_micros()).unwrap_or(u64::MAX),
+                at_unix_ms,
+                member_id: self.node.identity.member_id,
+            },
+        );
         if check.generation != entry_generation {
             return;
         }
@@ -443,6 +584,54 @@ impl HealthChecker {
         });
     }
 
+    /// A TTL check's timer fired: waits on for a deadline a report moved, or expires the check.
+    fn ttl_due(
+        self: &Arc<Self>,
+        check: &mut Owned,
+        deadline: Instant,
+        key: &[u8],
+        timers: &mut BinaryHeap<Reverse<(Instant, u64, Vec<u8>)>>,
+        now: Instant,
+    ) {
+        if now < deadline {
+            timers.push(Reverse((deadline, check.generation, key.to_vec())));
+            return;
+        }
+        let ttl = ttl_of(&check.check).unwrap_or(TTL_RECHECK);
+        timers.push(Reverse((
+            now + ttl.min(TTL_RECHECK),
+            check.generation,
+            key.to_vec(),
+        )));
+        let expired = committed_status(&check.check) != HealthStatus::Critical;
+        let (service, instance_id) = (check.service.clone(), check.instance_id.clone());
+        let definition = check.check.clone();
+        let key = key.to_vec();
+        let checker = self.clone();
+        tokio::spawn(async move {
+            if expired {
+                let verdict = Verdict {
+                    status: HealthStatus::Critical,
+                    output: format!("TTL expired: no report within {}", humanize(ttl)),
+                    reason: "TTL expired".to_string(),
+                };
+                checker
+                    .commit_verdict(
+                        &service,
+                        &instance_id,
+                        &definition.id,
+                        &definition,
+                        &key,
+                        verdict,
+                    )
+                    .await;
+            }
+            checker
+                .deregister_if_critical_too_long(&service, &instance_id)
+                .await;
+        });
+    }
+
     /// Confirms a critical verdict with a second member, then commits it as a compare-and-swap.
     async fn commit_verdict(
         &self,
@@ -453,7 +642,7 @@ impl HealthChecker {
         key: &[u8],
         verdict: Verdict,
     ) {
-        if verdict.status == HealthStatus::Critical {
+        if verdict.status == HealthStatus::Critical && ttl_of(definition).is_none() {
             let members = self.checker_members();
             if let Some(second) = confirmer(key, &members) {
                 match self.node.confirm_probe(second, definition).await {
@@ -537,5 +726,17 @@ impl HealthChecker {
                 );
             }
         }
+    }
+}
+
+/// A duration as people write it: `10s`, `1.5s`, `250ms`.
+fn humanize(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis.is_multiple_of(1000) {
+        format!("{}s", millis / 1000)
+    } else if millis > 1000 {
+        format!("{:.1}s", duration.as_secs_f64())
+    } else {
+        format!("{millis}ms")
     }
 }
