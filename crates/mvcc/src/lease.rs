@@ -96,13 +96,27 @@ impl LeaseTable {
             );
         }
         if !table.leases.is_empty() {
-            let everything = pb::RangeRequest {
+            // In pages, so only a page of values is in memory at once, whatever the store's size.
+            const PAGE: i64 = 1024;
+            let mut page = pb::RangeRequest {
                 key: vec![0],
                 range_end: vec![0],
+                limit: PAGE,
                 ..Default::default()
             };
-            for kv in kv.range(reader, &everything)?.kvs {
-                table.attach(kv.key, kv.lease);
+            loop {
+                let response = kv.range(reader, &page)?;
+                let next = response
+                    .kvs
+                    .last()
+                    .map(|kv| [kv.key.as_slice(), &[0]].concat());
+                for kv in response.kvs {
+                    table.attach(kv.key, kv.lease);
+                }
+                match next {
+                    Some(next) if response.more => page.key = next,
+                    _ => break,
+                }
             }
         }
         Ok(table)

@@ -1,7 +1,6 @@
 //! The replicated command, its response and the openraft type configuration.
 
 use std::fmt;
-use std::io::Cursor;
 
 use beacon_mvcc::{MvccError, WriteRequest, WriteResponse};
 use beacon_proto::beacon::v1;
@@ -109,6 +108,6 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );

@@ -7,15 +7,18 @@
 //!   (a record with version 0 is a tombstone);
 //! - `meta`: `cluster_id`, `member_id`, `format` (u64 BE), `applied` and `membership` (bincode),
 //!   `revision` and `compact_revision` (i64 BE), written atomically with the records they describe;
-//! - `snapshot`: `meta` and `data` of the last built or installed Raft snapshot.
+//! - `snapshot`: `current` -> bincode openraft `SnapshotMeta` and the file name of the current
+//!   Raft snapshot in `{data_dir}/snapshots/` (see [`crate::snapshot_store`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
 use crate::error::StorageError;
 use crate::log_store::LogStore;
+use crate::snapshot_format::SnapshotSummary;
+use crate::snapshot_store::{load_state, sync_dir, verify_file, InstallTarget};
 use crate::state_machine::StateMachineStore;
 
 pub(crate) const CF_RAFT_LOG: &str = "raft_log";
@@ -31,7 +34,7 @@ const KEY_FORMAT: &[u8] = b"format";
 /// The on-disk format this build reads and writes. Bump it when an encoding changes (the Raft
 /// command enum, a column family's layout); a directory with another format is refused with a
 /// clear message instead of failing to decode somewhere deep in openraft.
-pub const STORAGE_FORMAT: u64 = 3;
+pub const STORAGE_FORMAT: u64 = 4;
 
 /// The cluster and member a data directory belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +58,18 @@ pub struct OpenedStore {
 /// Opens (creating if needed) the database in `path` for `identity`. A directory created for
 /// another cluster or member is refused, so a misconfigured node never joins the wrong cluster.
 pub fn open(path: &Path, identity: Identity) -> Result<OpenedStore, StorageError> {
+    let db = open_db(path)?;
+    let fresh = check_identity(&db, path, identity)?;
+    let log_store = LogStore::new(db.clone())?;
+    let state_machine = StateMachineStore::open(db, path, identity)?;
+    Ok(OpenedStore {
+        log_store,
+        state_machine,
+        fresh,
+    })
+}
+
+fn open_db(path: &Path) -> Result<Arc<DB>, StorageError> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
@@ -65,15 +80,87 @@ pub fn open(path: &Path, identity: Identity) -> Result<OpenedStore, StorageError
     let descriptors = COLUMN_FAMILIES
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-    let db = Arc::new(DB::open_cf_descriptors(&options, path, descriptors)?);
-    let fresh = check_identity(&db, path, identity)?;
-    let log_store = LogStore::new(db.clone())?;
-    let state_machine = StateMachineStore::open(db)?;
-    Ok(OpenedStore {
-        log_store,
-        state_machine,
-        fresh,
-    })
+    Ok(Arc::new(DB::open_cf_descriptors(
+        &options,
+        path,
+        descriptors,
+    )?))
+}
+
+/// Builds the data directory of a member of a **new** cluster from a backup (the stream
+/// `Maintenance.Snapshot` sends): the backup is verified end to end first (a truncated or
+/// corrupted file is refused before anything is created), then written into a staging
+/// directory beside `data_dir` that is renamed into place only when complete, so a failed
+/// restore leaves nothing behind. `data_dir` must not exist or be empty.
+///
+/// The member gets `identity` (the new cluster's id) and a pristine Raft state: started with
+/// the new cluster's config it initializes the cluster as a fresh member would, and the MVCC
+/// state (revisions, history since the last compaction, leases) continues from the backup.
+/// Lease generations restart at 0 (they are log indexes of the old cluster).
+pub fn restore(
+    backup: &Path,
+    data_dir: &Path,
+    identity: Identity,
+) -> Result<SnapshotSummary, StorageError> {
+    let summary = verify_file(backup)?;
+    if data_dir.exists() {
+        let mut entries = std::fs::read_dir(data_dir)
+            .map_err(|e| StorageError::io(format!("cannot read {}", data_dir.display()), e))?;
+        if entries.next().is_some() {
+            return Err(StorageError::NotEmpty(data_dir.display().to_string()));
+        }
+    }
+    let name = data_dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .ok_or_else(|| {
+            StorageError::io(
+                format!("{} has no directory name", data_dir.display()),
+                std::io::ErrorKind::InvalidInput.into(),
+            )
+        })?;
+    let parent = match data_dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| StorageError::io(format!("cannot create {}", parent.display()), e))?;
+    let staging = parent.join(format!(".{name}.restoring"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .map_err(|e| StorageError::io(format!("cannot remove {}", staging.display()), e))?;
+    }
+    let built = (|| {
+        let db = open_db(&staging)?;
+        check_identity(&db, &staging, identity)?;
+        load_state(
+            &db,
+            backup,
+            &InstallTarget {
+                last_applied: None,
+                membership: Default::default(),
+                reset_lease_generations: true,
+            },
+        )?;
+        db.flush()?;
+        Ok::<_, StorageError>(())
+    })();
+    if let Err(error) = built {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(error);
+    }
+    if data_dir.exists() {
+        std::fs::remove_dir(data_dir)
+            .map_err(|e| StorageError::io(format!("cannot replace {}", data_dir.display()), e))?;
+    }
+    std::fs::rename(&staging, data_dir).map_err(|e| {
+        StorageError::io(
+            format!("cannot move the restored data to {}", data_dir.display()),
+            e,
+        )
+    })?;
+    sync_dir(&parent)?;
+    Ok(summary)
 }
 
 /// Returns true when the directory had no identity yet (and records `identity` in it).

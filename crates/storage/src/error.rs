@@ -1,4 +1,4 @@
-//! Errors of the storage crate (opening and identity checks). Errors inside openraft's storage
+//! Errors of the storage crate (opening, identity checks, snapshot files and restores). Errors inside openraft's storage
 //! traits are openraft's own `StorageError`, which stops the node.
 
 /// Why a data directory could not be opened.
@@ -27,4 +27,26 @@ pub enum StorageError {
     /// A stored record could not be decoded.
     #[error("corrupt record in {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    /// A snapshot or backup stream is truncated, corrupt or not Beacon's.
+    #[error("invalid snapshot: {0}")]
+    InvalidSnapshot(String),
+    /// A file operation failed (snapshot files, the restore directory).
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// A restore was asked to write into a directory that already holds data.
+    #[error("{0} is not empty; a restore only creates a new data directory")]
+    NotEmpty(String),
+}
+
+impl StorageError {
+    /// An I/O error with what was being done.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            context: context.into(),
+            source,
+        }
+    }
 }

@@ -8,19 +8,26 @@
 //! - [`StateMachineStore`] implements `RaftStateMachine`: it applies commands to the MVCC
 //!   [`beacon_mvcc::KvStore`] and writes the resulting records together with the applied log id in
 //!   one atomic batch, so a restart neither loses nor re-applies anything.
+//! - Raft snapshots are files streamed from a consistent RocksDB view and installed in bounded
+//!   batches, crash-safe ([`snapshot_store`]); backups are the same stream
+//!   ([`snapshot_format`]), and [`restore`] builds a new member's data directory from one.
 //! - [`Identity`] is the cluster and member id a data directory belongs to.
 
 mod command;
 mod db;
 mod error;
 mod log_store;
+pub mod snapshot_format;
+mod snapshot_store;
 mod state_machine;
 
 pub use command::{Command, CommandResponse, Member, TypeConfig, WriteBatch};
-pub use db::{open, Identity, OpenedStore, STORAGE_FORMAT};
+pub use db::{open, restore, Identity, OpenedStore, STORAGE_FORMAT};
 pub use error::StorageError;
 pub use log_store::LogStore;
-pub use state_machine::{AppliedChanges, ApplyListener, KvReader, StateMachineStore};
+pub use snapshot_format::{SnapshotHeader, SnapshotSummary};
+pub use snapshot_store::{SnapshotFile, INSTALL_BATCH_BYTES};
+pub use state_machine::{AppliedChanges, ApplyListener, KvHash, KvReader, StateMachineStore};
 
 /// openraft's node id: the etcd member id of a Beacon member.
 pub type NodeId = u64;

@@ -8,7 +8,7 @@
 //! is not synced on its own; the Raft log is the durable record and the next log fsync (same WAL)
 //! covers these writes too.
 
-use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use beacon_mvcc::{
@@ -23,24 +23,27 @@ use openraft::{
 };
 use prost::Message;
 use rocksdb::{IteratorMode, WriteBatch, DB};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::db::{cf, synced, CF_KV, CF_META, CF_SNAPSHOT};
+use crate::db::{cf, CF_KV, CF_META};
 use crate::error::StorageError;
-use crate::{Command, CommandResponse, Member, NodeId, TypeConfig};
+use crate::snapshot_format::{SnapshotHeader, SnapshotSummary};
+use crate::snapshot_store::{
+    load_state, scan_options, verify_file, write_state, InstallTarget, SnapshotFile, SnapshotStore,
+    KEY_INSTALL_PENDING,
+};
+use crate::{Command, CommandResponse, Identity, Member, NodeId, TypeConfig};
 
 type RaftStorageError = openraft::StorageError<NodeId>;
 
-const KEY_APPLIED: &[u8] = b"applied";
-const KEY_MEMBERSHIP: &[u8] = b"membership";
-const KEY_REVISION: &[u8] = b"revision";
-const KEY_COMPACT_REVISION: &[u8] = b"compact_revision";
+pub(crate) const KEY_APPLIED: &[u8] = b"applied";
+pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
+pub(crate) const KEY_REVISION: &[u8] = b"revision";
+pub(crate) const KEY_COMPACT_REVISION: &[u8] = b"compact_revision";
 /// Lease records: `lease/` ‖ id (i64 big-endian) → bincode [`LeaseRecord`].
-const LEASE_PREFIX: &[u8] = b"lease/";
+pub(crate) const LEASE_PREFIX: &[u8] = b"lease/";
 /// The first key after every lease record ('/' + 1).
-const LEASE_PREFIX_END: &[u8] = b"lease0";
-const KEY_SNAPSHOT_META: &[u8] = b"meta";
-const KEY_SNAPSHOT_DATA: &[u8] = b"data";
+pub(crate) const LEASE_PREFIX_END: &[u8] = b"lease0";
 
 /// What one `apply` call (or a snapshot install) changed, handed to the [`ApplyListener`].
 #[derive(Debug, Clone, Default)]
@@ -87,6 +90,19 @@ pub struct StateMachineStore {
 pub struct KvReader {
     db: Arc<DB>,
     state: Arc<RwLock<Applied>>,
+    snapshots: Arc<SnapshotStore>,
+    identity: Identity,
+}
+
+/// The answer to etcd's `HashKV`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvHash {
+    /// CRC-32 (IEEE) of the records up to `revision`.
+    pub hash: u32,
+    /// The revision hashed up to (etcd's `hash_revision`).
+    pub revision: i64,
+    /// The compaction revision of the hashed state: hashes are comparable only when it is equal.
+    pub compact_revision: i64,
 }
 
 /// Reads MVCC records from the `kv` column family.
@@ -105,15 +121,6 @@ impl RevisionReader for DbRecords<'_> {
             .transpose()
             .map_err(|e| MvccError::Storage(e.to_string()))
     }
-}
-
-/// What a snapshot carries besides openraft's meta: every record and the store revisions.
-#[derive(Serialize, Deserialize)]
-struct SnapshotPayload {
-    current_revision: i64,
-    compact_revision: i64,
-    records: Vec<(Vec<u8>, Vec<u8>)>,
-    leases: Vec<(i64, LeaseRecord)>,
 }
 
 impl KvReader {
@@ -230,6 +237,111 @@ impl KvReader {
         i64::try_from(bytes).unwrap_or(i64::MAX)
     }
 
+    /// The snapshot header describing `state` on this member.
+    fn header(&self, state: &Applied) -> SnapshotHeader {
+        SnapshotHeader {
+            current_revision: state.kv.current_revision(),
+            compact_revision: state.kv.compact_revision(),
+            cluster_id: self.identity.cluster_id,
+            member_id: self.identity.member_id,
+            applied_index: state.last_applied.map(|id| id.index).unwrap_or(0),
+            applied_term: state.last_applied.map(|id| id.leader_id.term).unwrap_or(0),
+        }
+    }
+
+    /// A consistent backup of the applied state, in the snapshot format (the same stream a Raft
+    /// snapshot is, ending with its SHA-256): written to a temporary file in the snapshot
+    /// directory, which is unlinked once open, so the returned handle is all that is left of it.
+    /// Blocking; memory stays bounded whatever the size of the state.
+    pub fn backup(&self) -> Result<(std::fs::File, SnapshotSummary), StorageError> {
+        let (view, header) = {
+            let state = self.read();
+            (self.db.snapshot(), self.header(&state))
+        };
+        let path = self.snapshots.new_path("backup", "tmp");
+        let written = write_state(&self.db, &view, header, &path);
+        drop(view);
+        let opened = written.and_then(|summary| {
+            std::fs::File::open(&path)
+                .map(|file| (file, summary))
+                .map_err(|e| StorageError::io(format!("cannot open {}", path.display()), e))
+        });
+        let _ = std::fs::remove_file(&path);
+        opened
+    }
+
+    /// etcd's `HashKV`: a CRC-32 of every MVCC record (revision key and encoded record) up to
+    /// `revision` (0: the current revision), read from a consistent view. Members that applied
+    /// the same entries and compacted at the same revision agree on it. Blocking.
+    pub fn hash_kv(&self, revision: i64) -> Result<KvHash, MvccError> {
+        let (view, current, compact_revision) = {
+            let state = self.read();
+            (
+                self.db.snapshot(),
+                state.kv.current_revision(),
+                state.kv.compact_revision(),
+            )
+        };
+        let revision = if revision <= 0 { current } else { revision };
+        if revision > current {
+            return Err(MvccError::FutureRevision);
+        }
+        if revision < compact_revision {
+            return Err(MvccError::Compacted);
+        }
+        let end = Revision::new(revision.saturating_add(1), 0).to_bytes();
+        let mut hasher = crc32fast::Hasher::new();
+        for item in view.iterator_cf_opt(cf(&self.db, CF_KV), scan_options(), IteratorMode::Start) {
+            let (key, value) = item.map_err(|e| MvccError::Storage(e.to_string()))?;
+            if key.as_ref() >= &end[..] {
+                break;
+            }
+            hasher.update(&key);
+            hasher.update(&value);
+        }
+        Ok(KvHash {
+            hash: hasher.finalize(),
+            revision,
+            compact_revision,
+        })
+    }
+
+    /// etcd's `Hash`: a CRC-32 of the whole replicated state (every record, every lease, the
+    /// store and compaction revisions), read from a consistent view; equal on members at the
+    /// same applied entry. Blocking.
+    pub fn hash(&self) -> Result<(u32, i64), StorageError> {
+        let (view, current, compact) = {
+            let state = self.read();
+            (
+                self.db.snapshot(),
+                state.kv.current_revision(),
+                state.kv.compact_revision(),
+            )
+        };
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&current.to_be_bytes());
+        hasher.update(&compact.to_be_bytes());
+        for item in view.iterator_cf_opt(cf(&self.db, CF_KV), scan_options(), IteratorMode::Start) {
+            let (key, value) = item?;
+            hasher.update(&key);
+            hasher.update(&value);
+        }
+        let leases = view.iterator_cf_opt(
+            cf(&self.db, CF_META),
+            scan_options(),
+            IteratorMode::From(LEASE_PREFIX, rocksdb::Direction::Forward),
+        );
+        for item in leases {
+            let (key, value) = item?;
+            if !key.starts_with(LEASE_PREFIX) {
+                break;
+            }
+            hasher.update(&key);
+            hasher.update(&value);
+        }
+        Ok((hasher.finalize(), current))
+    }
+
     fn get_meta<T: serde::de::DeserializeOwned>(
         db: &DB,
         key: &[u8],
@@ -246,36 +358,38 @@ impl KvReader {
 }
 
 impl StateMachineStore {
-    /// Loads the applied state: meta, then every record into the key index.
-    pub(crate) fn open(db: Arc<DB>) -> Result<Self, StorageError> {
-        let last_applied = KvReader::get_meta(&db, KEY_APPLIED)?.flatten();
-        let membership = KvReader::get_meta(&db, KEY_MEMBERSHIP)?.unwrap_or_default();
-        let current_revision: Option<i64> = KvReader::get_meta(&db, KEY_REVISION)?;
-        let compact_revision: i64 = KvReader::get_meta(&db, KEY_COMPACT_REVISION)?.unwrap_or(-1);
-        let kv = match current_revision {
-            None => KvStore::new(),
-            Some(current_revision) => {
-                let records = load_records(&db)?;
-                KvStore::restore(records, current_revision, compact_revision)
-            }
-        };
-        let leases =
-            LeaseTable::restore(load_leases(&db)?, &kv, &DbRecords { db: &db }).map_err(|e| {
-                StorageError::Corrupt {
-                    what: "lease",
-                    detail: e.to_string(),
-                }
+    /// Loads the applied state: finishes an install a crash interrupted (see
+    /// [`crate::snapshot_store`]), then reads the meta and streams every record into the key index.
+    pub(crate) fn open(
+        db: Arc<DB>,
+        data_dir: &Path,
+        identity: Identity,
+    ) -> Result<Self, StorageError> {
+        let snapshots = Arc::new(SnapshotStore::open(db.clone(), data_dir)?);
+        if db.get_cf(cf(&db, CF_META), KEY_INSTALL_PENDING)?.is_some() {
+            let (meta, path) = snapshots.current()?.ok_or_else(|| StorageError::Corrupt {
+                what: "snapshot",
+                detail: "an install was interrupted and its snapshot is not recorded".into(),
             })?;
-        let state = Applied {
-            kv,
-            leases,
-            last_applied,
-            membership,
-        };
+            tracing::info!(snapshot = %meta.snapshot_id, "finishing a snapshot install interrupted by a crash");
+            verify_file(&path)?;
+            load_state(
+                &db,
+                &path,
+                &InstallTarget {
+                    last_applied: meta.last_log_id,
+                    membership: meta.last_membership.clone(),
+                    reset_lease_generations: false,
+                },
+            )?;
+        }
+        let state = load_applied(&db)?;
         Ok(Self {
             reader: KvReader {
                 db,
                 state: Arc::new(RwLock::new(state)),
+                snapshots,
+                identity,
             },
             snapshot_seq: 0,
             listeners: Vec::new(),
@@ -288,65 +402,93 @@ impl StateMachineStore {
         self.listeners.push(listener);
     }
 
-    fn notify(
-        &self,
-        state: &Applied,
-        events: Vec<KvEvent>,
-        lease_changes: Vec<LeaseChange>,
-        reset: bool,
-    ) {
-        let Some((last, others)) = self.listeners.split_last() else {
-            return;
-        };
-        let changes = AppliedChanges {
-            revision: state.kv.current_revision(),
-            compact_revision: state.kv.compact_revision(),
-            events,
-            reset,
-            lease_changes,
-        };
-        for listener in others {
-            listener.applied(changes.clone());
-        }
-        last.applied(changes);
-    }
-
     /// A read handle sharing this state machine's state.
     pub fn reader(&self) -> KvReader {
         self.reader.clone()
     }
 }
 
-/// Reads records from a snapshot payload (sorted by revision key) before it is written.
-struct SnapshotRecords<'a>(&'a [(Vec<u8>, Vec<u8>)]);
-
-impl RevisionReader for SnapshotRecords<'_> {
-    fn read(&self, revision: Revision) -> Result<Option<KeyValue>, MvccError> {
-        let key = revision.to_bytes();
-        match self.0.binary_search_by(|(k, _)| k.as_slice().cmp(&key[..])) {
-            Ok(at) => KeyValue::decode(self.0[at].1.as_slice())
-                .map(Some)
-                .map_err(|e| MvccError::Storage(e.to_string())),
-            Err(_) => Ok(None),
-        }
+/// Tells every listener, in registration order, about a change to `state`.
+fn notify(
+    listeners: &[Arc<dyn ApplyListener>],
+    state: &Applied,
+    events: Vec<KvEvent>,
+    lease_changes: Vec<LeaseChange>,
+    reset: bool,
+) {
+    let Some((last, others)) = listeners.split_last() else {
+        return;
+    };
+    let changes = AppliedChanges {
+        revision: state.kv.current_revision(),
+        compact_revision: state.kv.compact_revision(),
+        events,
+        reset,
+        lease_changes,
+    };
+    for listener in others {
+        listener.applied(changes.clone());
     }
+    last.applied(changes);
 }
 
-fn load_records(db: &DB) -> Result<Vec<(Revision, KeyValue)>, StorageError> {
-    let mut records = Vec::new();
-    for item in db.iterator_cf(cf(db, CF_KV), IteratorMode::Start) {
-        let (key, value) = item?;
-        let revision = Revision::from_bytes(&key).ok_or_else(|| StorageError::Corrupt {
-            what: "kv",
-            detail: format!("bad revision key of {} bytes", key.len()),
-        })?;
-        let kv = KeyValue::decode(value.as_ref()).map_err(|e| StorageError::Corrupt {
-            what: "kv",
+/// Reads the applied state from the column families: the meta, the key index (records streamed
+/// one at a time: only keys and revisions stay in memory) and the leases.
+fn load_applied(db: &DB) -> Result<Applied, StorageError> {
+    let last_applied = KvReader::get_meta(db, KEY_APPLIED)?.flatten();
+    let membership = KvReader::get_meta(db, KEY_MEMBERSHIP)?.unwrap_or_default();
+    let current_revision: Option<i64> = KvReader::get_meta(db, KEY_REVISION)?;
+    let compact_revision: i64 = KvReader::get_meta(db, KEY_COMPACT_REVISION)?.unwrap_or(-1);
+    let kv = match current_revision {
+        None => KvStore::new(),
+        Some(current_revision) => {
+            let mut failure = None;
+            let records = db
+                .iterator_cf_opt(cf(db, CF_KV), scan_options(), IteratorMode::Start)
+                .map_while(|item| match decode_record(item) {
+                    Ok(record) => Some(record),
+                    Err(error) => {
+                        failure = Some(error);
+                        None
+                    }
+                });
+            let kv = KvStore::restore(records, current_revision, compact_revision);
+            if let Some(error) = failure {
+                return Err(error);
+            }
+            kv
+        }
+    };
+    let leases = LeaseTable::restore(load_leases(db)?, &kv, &DbRecords { db }).map_err(|e| {
+        StorageError::Corrupt {
+            what: "lease",
             detail: e.to_string(),
-        })?;
-        records.push((revision, kv));
-    }
-    Ok(records)
+        }
+    })?;
+    Ok(Applied {
+        kv,
+        leases,
+        last_applied,
+        membership,
+    })
+}
+
+/// A `kv` entry as a RocksDB iterator yields it.
+type RawEntry = (Box<[u8]>, Box<[u8]>);
+
+fn decode_record(
+    item: Result<RawEntry, rocksdb::Error>,
+) -> Result<(Revision, KeyValue), StorageError> {
+    let (key, value) = item?;
+    let revision = Revision::from_bytes(&key).ok_or_else(|| StorageError::Corrupt {
+        what: "kv",
+        detail: format!("bad revision key of {} bytes", key.len()),
+    })?;
+    let kv = KeyValue::decode(value.as_ref()).map_err(|e| StorageError::Corrupt {
+        what: "kv",
+        detail: e.to_string(),
+    })?;
+    Ok((revision, kv))
 }
 
 fn load_leases(db: &DB) -> Result<Vec<(i64, LeaseRecord)>, StorageError> {
@@ -373,7 +515,7 @@ fn load_leases(db: &DB) -> Result<Vec<(i64, LeaseRecord)>, StorageError> {
     Ok(leases)
 }
 
-fn lease_key(lease_id: i64) -> Vec<u8> {
+pub(crate) fn lease_key(lease_id: i64) -> Vec<u8> {
     [LEASE_PREFIX, &lease_id.to_be_bytes()].concat()
 }
 
@@ -420,58 +562,115 @@ fn write_applied_meta(
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    /// Writes the applied state to a snapshot file from a consistent RocksDB view (applies go on
+    /// meanwhile) and makes it the current snapshot.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        let db = self.reader.db.clone();
-        let (payload, last_log_id, membership) = {
-            let state = self.reader.read();
-            let mut records = Vec::new();
-            for item in db.iterator_cf(cf(&db, CF_KV), IteratorMode::Start) {
-                let (key, value) = item.map_err(|e| StorageIOError::read_state_machine(&e))?;
-                records.push((key.to_vec(), value.to_vec()));
-            }
-            let payload = SnapshotPayload {
-                current_revision: state.kv.current_revision(),
-                compact_revision: state.kv.compact_revision(),
-                records,
-                leases: state.leases.records().collect(),
-            };
-            (payload, state.last_applied, state.membership.clone())
-        };
-        let data =
-            bincode::serialize(&payload).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         self.snapshot_seq += 1;
-        let snapshot_id = match last_log_id {
-            Some(log_id) => format!(
-                "{}-{}-{}",
-                log_id.leader_id, log_id.index, self.snapshot_seq
-            ),
-            None => format!("none-{}", self.snapshot_seq),
-        };
-        let meta = SnapshotMeta {
-            last_log_id,
-            last_membership: membership,
-            snapshot_id,
-        };
-        save_snapshot(&db, &meta, &data)?;
+        let reader = self.reader.clone();
+        let sequence = self.snapshot_seq;
+        let (meta, file, path) =
+            tokio::task::spawn_blocking(move || build_snapshot_file(&reader, sequence))
+                .await
+                .map_err(|e| StorageIOError::write_snapshot(None, &std::io::Error::other(e)))?
+                .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(SnapshotFile::from_std(file, path)),
         })
     }
 }
 
-fn save_snapshot(
-    db: &DB,
+/// Builds a snapshot file of the applied state and publishes it; returns its meta and an open
+/// handle (still readable if a newer snapshot replaced it meanwhile).
+fn build_snapshot_file(
+    reader: &KvReader,
+    sequence: u64,
+) -> Result<(SnapshotMeta<NodeId, Member>, std::fs::File, PathBuf), StorageError> {
+    let started = std::time::Instant::now();
+    let db = &reader.db;
+    let (view, header, last_applied, membership) = {
+        let state = reader.read();
+        // Taken under the lock: applies write their batch while holding it for writing, so the
+        // view holds exactly the state at `last_applied`.
+        let view = db.snapshot();
+        let header = reader.header(&state);
+        (view, header, state.last_applied, state.membership.clone())
+    };
+    let building = reader.snapshots.new_path("building", "tmp");
+    let summary = write_state(db, &view, header, &building);
+    drop(view);
+    let summary = summary.inspect_err(|_| {
+        let _ = std::fs::remove_file(&building);
+    })?;
+    let snapshot_id = match last_applied {
+        Some(log_id) => format!("{}-{}-{}", log_id.leader_id, log_id.index, sequence),
+        None => format!("none-{sequence}"),
+    };
+    let meta = SnapshotMeta {
+        last_log_id: last_applied,
+        last_membership: membership,
+        snapshot_id,
+    };
+    let file = std::fs::File::open(&building)
+        .map_err(|e| StorageError::io(format!("cannot open {}", building.display()), e))?;
+    let published = reader.snapshots.publish(&meta, &building, false, |_| {})?;
+    tracing::info!(
+        snapshot = %meta.snapshot_id,
+        records = summary.records,
+        leases = summary.leases,
+        bytes = summary.bytes,
+        took_ms = started.elapsed().as_millis() as u64,
+        current = published.is_some(),
+        "built a snapshot"
+    );
+    Ok((meta, file, published.unwrap_or(building)))
+}
+
+/// Verifies a received snapshot file, makes it current with the install marker, and replaces
+/// the state with it under the write lock; then the listeners hear of a reset.
+fn install_snapshot_file(
+    reader: &KvReader,
+    listeners: &[Arc<dyn ApplyListener>],
     meta: &SnapshotMeta<NodeId, Member>,
-    data: &[u8],
-) -> Result<(), RaftStorageError> {
-    let meta_bytes =
-        bincode::serialize(meta).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-    let mut batch = WriteBatch::default();
-    batch.put_cf(cf(db, CF_SNAPSHOT), KEY_SNAPSHOT_META, meta_bytes);
-    batch.put_cf(cf(db, CF_SNAPSHOT), KEY_SNAPSHOT_DATA, data);
-    db.write_opt(batch, &synced())
-        .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
+    received: &Path,
+) -> Result<(), StorageError> {
+    let started = std::time::Instant::now();
+    let db = &reader.db;
+    let received = &reader.snapshots.adopt(received)?;
+    let summary = verify_file(received).inspect_err(|_| {
+        let _ = std::fs::remove_file(received);
+    })?;
+    let path = reader
+        .snapshots
+        .publish(meta, received, true, |batch| {
+            batch.put_cf(cf(db, CF_META), KEY_INSTALL_PENDING, b"");
+        })?
+        .ok_or_else(|| StorageError::Corrupt {
+            what: "snapshot",
+            detail: "an installed snapshot was not made current".into(),
+        })?;
+    let mut state = reader.write();
+    load_state(
+        db,
+        &path,
+        &InstallTarget {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            reset_lease_generations: false,
+        },
+    )?;
+    *state = load_applied(db)?;
+    notify(listeners, &state, Vec::new(), Vec::new(), true);
+    tracing::info!(
+        snapshot = %meta.snapshot_id,
+        records = summary.records,
+        leases = summary.leases,
+        bytes = summary.bytes,
+        revision = state.kv.current_revision(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "installed a snapshot"
+    );
+    Ok(())
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -546,7 +745,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         write_applied_meta(&mut batch, &db, &state)?;
         db.write(batch)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
-        self.notify(&state, events, lease_changes, false);
+        notify(&self.listeners, &state, events, lease_changes, false);
         Ok(responses)
     }
 
@@ -559,77 +758,56 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, RaftStorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, RaftStorageError> {
+        let file = self
+            .reader
+            .snapshots
+            .begin_receiving()
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), RaftStorageError> {
-        let data = snapshot.into_inner();
-        let payload: SnapshotPayload =
-            bincode::deserialize(&data).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        let db = self.reader.db.clone();
-        let mut records = Vec::with_capacity(payload.records.len());
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(cf(&db, CF_KV), &[0u8; 16][..], &[0xffu8; 17][..]);
-        for (key, value) in &payload.records {
-            let revision = Revision::from_bytes(key).ok_or_else(|| {
-                StorageIOError::read_snapshot(None, &std::io::Error::other("bad revision key"))
-            })?;
-            let kv = KeyValue::decode(value.as_slice())
-                .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-            batch.put_cf(cf(&db, CF_KV), key, value);
-            records.push((revision, kv));
-        }
-        let mut state = self.reader.write();
-        let kv = KvStore::restore(records, payload.current_revision, payload.compact_revision);
-        // Attachments are rebuilt from the snapshot's records, still in the batch: read them
-        // from the restored index with the pending overlay.
-        let snapshot_records = SnapshotRecords(&payload.records);
-        let leases = LeaseTable::restore(payload.leases.iter().copied(), &kv, &snapshot_records)
-            .map_err(|e| StorageIOError::read_snapshot(None, &std::io::Error::other(e)))?;
-        batch.delete_range_cf(cf(&db, CF_META), LEASE_PREFIX, LEASE_PREFIX_END);
-        let changes: Vec<LeaseChange> = payload
-            .leases
-            .iter()
-            .map(|(id, record)| LeaseChange::Set(*id, *record))
-            .collect();
-        write_lease_changes(&mut batch, &db, &changes)?;
-        state.kv = kv;
-        state.leases = leases;
-        state.last_applied = meta.last_log_id;
-        state.membership = meta.last_membership.clone();
-        write_applied_meta(&mut batch, &db, &state)?;
-        db.write_opt(batch, &synced())
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        self.notify(&state, Vec::new(), Vec::new(), true);
-        drop(state);
-        save_snapshot(&db, meta, &data)
+        let signature = meta.signature();
+        let received = snapshot
+            .finish()
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &e))?;
+        let reader = self.reader.clone();
+        let listeners = self.listeners.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            install_snapshot_file(&reader, &listeners, &meta, &received)
+        })
+        .await
+        .map_err(|e| {
+            StorageIOError::write_snapshot(Some(signature.clone()), &std::io::Error::other(e))
+        })?
+        .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e).into())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        let db = &self.reader.db;
-        let meta = db
-            .get_cf(cf(db, CF_SNAPSHOT), KEY_SNAPSHOT_META)
+        let current = self
+            .reader
+            .snapshots
+            .current()
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        let data = db
-            .get_cf(cf(db, CF_SNAPSHOT), KEY_SNAPSHOT_DATA)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        match (meta, data) {
-            (Some(meta), Some(data)) => {
-                let meta = bincode::deserialize(&meta)
-                    .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-                Ok(Some(Snapshot {
-                    meta,
-                    snapshot: Box::new(Cursor::new(data)),
-                }))
-            }
-            _ => Ok(None),
-        }
+        let Some((meta, path)) = current else {
+            return Ok(None);
+        };
+        let file = SnapshotFile::open(&path)
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        }))
     }
 }

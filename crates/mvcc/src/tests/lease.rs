@@ -260,6 +260,27 @@ fn restore_reattaches_keys_from_the_store() {
     assert_eq!(restored.get(2), node.leases.get(2));
 }
 
+#[test]
+fn restore_reattaches_keys_across_range_pages() {
+    let mut node = Node::new();
+    node.grant(1, 10).expect("grant");
+    node.grant(2, 10).expect("grant");
+    for index in 0..2500 {
+        let lease = if index % 2 == 0 { 1 } else { 2 };
+        node.put(&format!("k{index:05}"), lease).expect("put");
+    }
+    let restored = LeaseTable::restore(
+        node.leases.records().collect::<Vec<_>>(),
+        &node.kv,
+        &node.records,
+    )
+    .expect("restore");
+    assert_eq!(restored.keys(1).len(), 1250);
+    assert_eq!(restored.keys(2).len(), 1250);
+    assert_eq!(restored.keys(1), node.leases.keys(1));
+    assert_eq!(restored.keys(2).last(), Some(&b"k02499".to_vec()));
+}
+
 /// Found by the etcd differential test (seed 5): a txn that puts a key with a lease and then
 /// deletes it left the key attached, because the delete event's prev_kv is the key as it was
 /// before the whole txn (without the lease).
