@@ -96,27 +96,12 @@ impl LeaseTable {
             );
         }
         if !table.leases.is_empty() {
-            // In pages, so only a page of values is in memory at once, whatever the store's size.
-            const PAGE: i64 = 1024;
-            let mut page = pb::RangeRequest {
-                key: vec![0],
-                range_end: vec![0],
-                limit: PAGE,
-                ..Default::default()
-            };
-            loop {
-                let response = kv.range(reader, &page)?;
-                let next = response
-                    .kvs
-                    .last()
-                    .map(|kv| [kv.key.as_slice(), &[0]].concat());
-                for kv in response.kvs {
-                    table.attach(kv.key, kv.lease);
-                }
-                match next {
-                    Some(next) if response.more => page.key = next,
-                    _ => break,
-                }
+            // One record at a time straight from the index (not a Range, which would hold every
+            // live value at once): memory stays bounded whatever the store's size.
+            let everything = crate::KeyRange::new(&[0], &[0]);
+            for (_, state) in kv.index.range(&everything, kv.current_revision) {
+                let record = kv.record(reader, state.modified)?;
+                table.attach(record.key, record.lease);
             }
         }
         Ok(table)

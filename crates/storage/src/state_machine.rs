@@ -811,3 +811,114 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use beacon_mvcc::WriteRequest;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::WriteBatch as Writes;
+
+    const IDENTITY: Identity = Identity {
+        cluster_id: 1,
+        member_id: 1,
+    };
+
+    async fn put_many(state_machine: &mut StateMachineStore, first_index: u64, prefix: &str) {
+        for index in first_index..first_index + 10 {
+            let writes = (0..10)
+                .map(|n| {
+                    WriteRequest::Put(pb::PutRequest {
+                        key: format!("{prefix}/{n}").into_bytes(),
+                        value: vec![b'x'; 500],
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            let entry = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(Command::Writes(Writes::from_writes(writes))),
+            };
+            state_machine.apply(vec![entry]).await.expect("apply");
+        }
+    }
+
+    /// A crash in the middle of an install (marker written, old state half deleted, new state
+    /// half written) is finished when the member opens again, before anything reads the state.
+    #[tokio::test]
+    async fn an_install_interrupted_by_a_crash_is_finished_at_open() {
+        let source_dir = tempfile::tempdir().expect("temp dir");
+        let mut source = crate::open(source_dir.path(), IDENTITY).expect("open");
+        put_many(&mut source.state_machine, 1, "new").await;
+        let snapshot = source
+            .state_machine
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+
+        let target_dir = tempfile::tempdir().expect("temp dir");
+        {
+            let mut target = crate::open(target_dir.path(), IDENTITY).expect("open");
+            put_many(&mut target.state_machine, 1, "old").await;
+            let reader = target.state_machine.reader();
+            let db = &reader.db;
+            // What `install_snapshot_file` does before the crash: the file made current with
+            // the marker, then the first batch (old records gone, a few new ones written).
+            let received = reader
+                .snapshots
+                .adopt(snapshot.snapshot.path())
+                .expect("adopt");
+            reader
+                .snapshots
+                .publish(&snapshot.meta, &received, true, |batch| {
+                    batch.put_cf(cf(db, CF_META), KEY_INSTALL_PENDING, b"");
+                })
+                .expect("publish");
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(cf(db, CF_KV), &[0u8; 16][..], &[0xffu8; 17][..]);
+            for item in source
+                .state_machine
+                .reader()
+                .db
+                .iterator_cf(
+                    cf(&source.state_machine.reader().db, CF_KV),
+                    IteratorMode::Start,
+                )
+                .take(7)
+            {
+                let (key, value) = item.expect("record");
+                batch.put_cf(cf(db, CF_KV), key, value);
+            }
+            db.write(batch).expect("first batch");
+        }
+        let reopened = crate::open(target_dir.path(), IDENTITY).expect("reopen");
+        let expected = source.state_machine.reader();
+        let actual = reopened.state_machine.reader();
+        assert_eq!(actual.last_applied(), snapshot.meta.last_log_id);
+        assert_eq!(actual.current_revision(), expected.current_revision());
+        assert_eq!(actual.hash().expect("hash"), expected.hash().expect("hash"));
+        let all = pb::RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        };
+        let keys = |reader: &KvReader| -> Vec<Vec<u8>> {
+            reader
+                .range(&all)
+                .expect("range")
+                .kvs
+                .into_iter()
+                .map(|kv| kv.key)
+                .collect()
+        };
+        assert_eq!(keys(&actual), keys(&expected));
+        assert!(actual
+            .db
+            .get_cf(cf(&actual.db, CF_META), KEY_INSTALL_PENDING)
+            .expect("meta")
+            .is_none());
+    }
+}
