@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::commands::{bench, endpoint, kv, lease, member, service, txn, watch};
+use crate::commands::{bench, endpoint, kv, lease, member, service, snapshot, txn, watch};
 use crate::output::Format;
 
 /// `beacon`: talk to a Beacon (or any etcd v3) cluster.
@@ -68,11 +68,17 @@ pub enum Command {
         #[command(subcommand)]
         command: member::MemberCommand,
     },
-    /// Per-endpoint status and health.
+    /// Per-endpoint status, health and data hashes.
     Endpoint {
         /// The endpoint command.
         #[command(subcommand)]
         command: endpoint::EndpointCommand,
+    },
+    /// Backups: save one member's state to a file (restore with `beacond restore`).
+    Snapshot {
+        /// The snapshot command.
+        #[command(subcommand)]
+        command: snapshot::SnapshotCommand,
     },
     /// Benchmark a cluster: the etcd v3 cases work against etcd and Beacon alike, the catalog
     /// cases need Beacon.

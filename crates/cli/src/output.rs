@@ -33,6 +33,25 @@ pub struct EndpointStatus {
     pub result: Result<pb::StatusResponse, String>,
 }
 
+/// One row of `endpoint hashkv`.
+#[derive(Debug)]
+pub struct EndpointHashKv {
+    /// The endpoint as given on the command line.
+    pub endpoint: String,
+    /// The member's HashKV response.
+    pub result: Result<pb::HashKvResponse, String>,
+}
+
+/// What `snapshot save` wrote.
+#[derive(Debug)]
+pub struct SnapshotSaved {
+    pub file: String,
+    pub endpoint: String,
+    pub bytes: u64,
+    pub revision: i64,
+    pub took: std::time::Duration,
+}
+
 /// One row of `endpoint health`.
 #[derive(Debug)]
 pub struct EndpointHealth {
@@ -422,6 +441,80 @@ fn human_bytes(bytes: i64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", units[unit])
+    }
+}
+
+/// `endpoint hashkv`: etcdctl's columns (endpoint, hash, revision hashed, compaction).
+pub fn endpoint_hash_kv(format: Format, rows: &[EndpointHashKv]) -> String {
+    match format {
+        Format::Json => Value::Array(
+            rows.iter()
+                .map(|row| match &row.result {
+                    Ok(hash) => json!({
+                        "endpoint": row.endpoint,
+                        "hash": hash.hash,
+                        "hash_revision": hash.hash_revision,
+                        "compact_revision": hash.compact_revision,
+                        "revision": hash.header.unwrap_or_default().revision,
+                    }),
+                    Err(error) => json!({ "endpoint": row.endpoint, "errors": [error] }),
+                })
+                .collect(),
+        )
+        .to_string(),
+        Format::Table => {
+            let table_rows: Vec<_> = rows
+                .iter()
+                .map(|row| match &row.result {
+                    Ok(hash) => vec![
+                        row.endpoint.clone(),
+                        hash.hash.to_string(),
+                        hash.hash_revision.to_string(),
+                        hash.compact_revision.to_string(),
+                        String::new(),
+                    ],
+                    Err(error) => vec![
+                        row.endpoint.clone(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        error.clone(),
+                    ],
+                })
+                .collect();
+            table(
+                &[
+                    "ENDPOINT",
+                    "HASH",
+                    "HASH REVISION",
+                    "COMPACT REVISION",
+                    "ERROR",
+                ],
+                &table_rows,
+            )
+        }
+    }
+}
+
+/// `snapshot save`: where the backup went and what it holds.
+pub fn snapshot_saved(format: Format, saved: &SnapshotSaved) -> String {
+    match format {
+        Format::Json => json!({
+            "file": saved.file,
+            "endpoint": saved.endpoint,
+            "bytes": saved.bytes,
+            "revision": saved.revision,
+            "took_ms": saved.took.as_millis() as u64,
+        })
+        .to_string(),
+        Format::Table => format!(
+            "Snapshot saved at {} ({}, revision {}, from {}, SHA-256 checked, {:.1?})",
+            saved.file,
+            human_bytes(i64::try_from(saved.bytes).unwrap_or(i64::MAX)),
+            saved.revision,
+            saved.endpoint,
+            saved.took
+        ),
     }
 }
 

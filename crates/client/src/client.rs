@@ -218,6 +218,37 @@ impl Client {
         .await
     }
 
+    /// etcd's `HashKV` of one endpoint at `revision` (0: its current revision). Members that
+    /// applied the same entries answer the same hash for the same revision and compaction.
+    pub async fn hash_kv(
+        &self,
+        endpoint: &str,
+        revision: i64,
+    ) -> Result<pb::HashKvResponse, ClientError> {
+        let channel = self.channel_for(endpoint)?;
+        self.call_once(
+            endpoint,
+            MaintenanceClient::new(channel).hash_kv(pb::HashKvRequest { revision }),
+        )
+        .await
+    }
+
+    /// A backup of one endpoint's state as etcd's `Maintenance.Snapshot` stream: the blobs in
+    /// order make the backup file. Only opening the stream is bounded by the request timeout.
+    pub async fn snapshot(
+        &self,
+        endpoint: &str,
+    ) -> Result<tonic::Streaming<pb::SnapshotResponse>, ClientError> {
+        let channel = self.channel_for(endpoint)?;
+        self.call_once(
+            endpoint,
+            MaintenanceClient::new(channel)
+                .max_decoding_message_size(usize::MAX)
+                .snapshot(pb::SnapshotRequest {}),
+        )
+        .await
+    }
+
     /// A raw KV client on the shared channel of `endpoint`, for callers that manage their own
     /// requests (the bench). No timeout or failover applies.
     pub fn kv_client_for(&self, endpoint: &str) -> Result<KvClient<Channel>, ClientError> {

@@ -78,6 +78,14 @@ pub struct RaftConfig {
     pub election_timeout_max_ms: u64,
     /// Build a Raft snapshot (and purge the log) after this many entries.
     pub snapshot_after_entries: u64,
+    /// Log entries kept behind the last snapshot, so a member that lags by fewer catches up
+    /// from the log instead of receiving a whole snapshot.
+    pub keep_logs_after_snapshot: u64,
+    /// Size of the chunks a snapshot is sent to a lagging member in.
+    pub snapshot_chunk_bytes: u64,
+    /// How long sending one snapshot chunk may take; the last one includes the receiver's
+    /// install, so this bounds the install of the largest expected state.
+    pub install_snapshot_timeout_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -87,6 +95,9 @@ impl Default for RaftConfig {
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
             snapshot_after_entries: 100_000,
+            keep_logs_after_snapshot: 1000,
+            snapshot_chunk_bytes: 3 << 20,
+            install_snapshot_timeout_ms: 60_000,
         }
     }
 }
@@ -268,6 +279,12 @@ impl ServerConfig {
         }
         if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
             bail!("raft: election_timeout_max_ms must be larger than election_timeout_min_ms");
+        }
+        if raft.snapshot_after_entries == 0
+            || raft.snapshot_chunk_bytes == 0
+            || raft.install_snapshot_timeout_ms == 0
+        {
+            bail!("raft: snapshot_after_entries, snapshot_chunk_bytes and install_snapshot_timeout_ms must be positive");
         }
         if self.limits.max_txn_ops == 0 || self.limits.max_request_bytes == 0 {
             bail!("limits must be positive");

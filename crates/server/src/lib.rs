@@ -6,6 +6,7 @@
 //! `shutdown` resolves.
 
 pub mod api_error;
+pub mod backup;
 pub mod catalog_service;
 pub mod catalog_view;
 pub mod checker;
@@ -104,7 +105,9 @@ pub async fn run(
         election_timeout_min: config.raft.election_timeout_min_ms,
         election_timeout_max: config.raft.election_timeout_max_ms,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_after_entries),
-        max_in_snapshot_log_to_keep: 1000,
+        max_in_snapshot_log_to_keep: config.raft.keep_logs_after_snapshot,
+        snapshot_max_chunk_size: config.raft.snapshot_chunk_bytes,
+        install_snapshot_timeout: config.raft.install_snapshot_timeout_ms,
         ..Default::default()
     }
     .validate()

@@ -1,10 +1,11 @@
-//! `beacond`, a Beacon cluster member. Parses arguments and hands over to [`beacon_server::run`].
+//! `beacond`, a Beacon cluster member. Parses arguments and hands over to [`beacon_server::run`]
+//! (or to [`beacon_server::backup::restore`] for `beacond restore`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use beacon_server::config::ServerConfig;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// A Beacon cluster member: Raft-replicated key-value store speaking etcd's v3 API.
 #[derive(Debug, Parser)]
@@ -12,11 +13,26 @@ use clap::Parser;
 struct Args {
     /// TOML config file (see cluster-config/). Without one, runs a single-node cluster on
     /// 127.0.0.1:2379 with its data in ./default.beacon.
-    #[arg(long, env = "BEACON_CONFIG")]
+    #[arg(long, env = "BEACON_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Overrides the config's data directory.
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Without a command, runs the member.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Builds this member's data directory for a NEW cluster from a backup (`beacon snapshot
+    /// save`, `etcdctl snapshot save` against Beacon), then exits. Run it for every member with
+    /// that member's config (a new cluster_token gives the new cluster its own id), then start
+    /// the members. The backup's SHA-256 is checked first; the data directory must not exist.
+    Restore {
+        /// The backup file.
+        backup: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,8 +60,37 @@ fn start(args: Args) -> anyhow::Result<()> {
     if let Some(data_dir) = args.data_dir {
         config.data_dir = data_dir;
     }
+    if let Some(Command::Restore { backup }) = &args.command {
+        return restore(&config, backup);
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(beacon_server::run(config, shutdown_signal()))
+}
+
+fn restore(config: &ServerConfig, backup: &Path) -> anyhow::Result<()> {
+    let summary = beacon_server::backup::restore(config, backup)?;
+    let header = &summary.header;
+    println!(
+        "restored {} into {}: revision {}, {} records, {} leases (taken on member {:x} of cluster \
+         {:016x}); this member is {} ({:x}) of cluster {:016x}",
+        backup.display(),
+        config.data_dir.display(),
+        header.current_revision,
+        summary.records,
+        summary.leases,
+        header.member_id,
+        header.cluster_id,
+        config.name,
+        config.id,
+        config.cluster_id()
+    );
+    if header.cluster_id == config.cluster_id() {
+        println!(
+            "note: the new cluster has the backup's cluster id; give it another cluster_token \
+             if members of the old cluster may still be running"
+        );
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

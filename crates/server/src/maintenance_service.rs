@@ -1,6 +1,7 @@
-//! etcd's `Maintenance` service: Status (truthful Raft and storage fields) and Alarm (no alarm
-//! can be raised yet: the space quota comes with the operations issue). Backup, hashes,
-//! defragmentation and leader transfer come with that issue too.
+//! etcd's `Maintenance` service: Status (truthful Raft and storage fields), Alarm (no alarm
+//! can be raised yet: the space quota comes with the operations issue), Snapshot (a backup
+//! stream, [`crate::backup`]), Hash and HashKV (CRC-32s of the replicated state, equal on
+//! members at the same applied entry). Defragmentation and leader transfer come later.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -96,14 +97,33 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        Err(not_yet("hash"))
+        let reader = self.node.reader.clone();
+        let (hash, revision) = tokio::task::spawn_blocking(move || reader.hash())
+            .await
+            .map_err(|error| ApiError::Internal(error.to_string()))?
+            .map_err(|error| ApiError::Internal(error.to_string()))?;
+        Ok(Response::new(pb::HashResponse {
+            header: self.node.header(revision),
+            hash,
+        }))
     }
 
     async fn hash_kv(
         &self,
-        _: Request<pb::HashKvRequest>,
+        request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        Err(not_yet("hashkv"))
+        let reader = self.node.reader.clone();
+        let revision = request.get_ref().revision;
+        let hashed = tokio::task::spawn_blocking(move || reader.hash_kv(revision))
+            .await
+            .map_err(|error| ApiError::Internal(error.to_string()))?
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: self.node.header(self.node.reader.current_revision()),
+            hash: hashed.hash,
+            compact_revision: hashed.compact_revision,
+            hash_revision: hashed.revision,
+        }))
     }
 
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
@@ -112,7 +132,9 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(not_yet("snapshot"))
+        Ok(Response::new(Box::pin(crate::backup::backup_stream(
+            self.node.clone(),
+        ))))
     }
 
     async fn move_leader(

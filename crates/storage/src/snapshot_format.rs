@@ -8,9 +8,13 @@
 //!   2 record  revision key (16 bytes: main i64 BE ‖ sub i64 BE) ‖ protobuf mvccpb.KeyValue
 //!             (exactly a `kv` column family entry), in revision order
 //!   3 lease   id (i64 BE) ‖ bincode LeaseRecord{ttl, generation}
-//!   4 end     record count (u64 BE) ‖ lease count (u64 BE); last
+//!   4 end     record count (u64 BE) ‖ lease count (u64 BE) ‖ zero padding; last
 //! trailer: SHA-256 of every byte before it (32 bytes)
 //! ```
+//!
+//! The padding makes the bytes before the trailer a multiple of 512: etcdctl 3.4's `snapshot
+//! save` refuses a stream whose size is not 32 more than a multiple of 512 (a bbolt file is
+//! whole pages; it looks for etcd's appended SHA-256 that way).
 //!
 //! Writing and reading are streaming: memory is one frame plus the I/O buffers, whatever the
 //! size of the state. A reader checks the framing, the counts and the trailer, so a truncated or
@@ -33,6 +37,8 @@ pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 /// The largest frame a reader accepts (a record is bounded by the request size limit).
 pub const MAX_FRAME_BYTES: u32 = 64 << 20;
 const TRAILER_BYTES: usize = 32;
+/// The bytes before the trailer are padded to a multiple of this (see the module docs).
+const ALIGNMENT: u64 = 512;
 
 const TAG_HEADER: u8 = 1;
 const TAG_RECORD: u8 = 2;
@@ -122,7 +128,12 @@ impl<W: Write> SnapshotWriter<W> {
     /// Writes the end frame and the trailer, flushes, and hands back the output.
     pub fn finish(mut self) -> io::Result<(W, SnapshotSummary)> {
         let (records, leases) = (self.records, self.leases);
-        self.frame(TAG_END, &[&records.to_be_bytes(), &leases.to_be_bytes()])?;
+        let unpadded = self.bytes + 5 + 16;
+        let padding = vec![0u8; ((ALIGNMENT - unpadded % ALIGNMENT) % ALIGNMENT) as usize];
+        self.frame(
+            TAG_END,
+            &[&records.to_be_bytes(), &leases.to_be_bytes(), &padding],
+        )?;
         let sha256: [u8; 32] = self.hasher.finalize_reset().into();
         self.out.write_all(&sha256)?;
         self.out.flush()?;
@@ -264,6 +275,9 @@ impl<R: Read> SnapshotReader<R> {
                 .ok_or_else(|| invalid("end frame too short"))
         };
         let (records, leases) = (count(0)?, count(8)?);
+        if end[16..].iter().any(|byte| *byte != 0) {
+            return Err(invalid("end frame padding is not zero"));
+        }
         if (records, leases) != (self.records, self.leases) {
             return Err(invalid(format!(
                 "end frame counts {records} records and {leases} leases, the stream held {} and {}",
@@ -395,6 +409,7 @@ mod tests {
     fn round_trip_keeps_every_frame_and_the_summary() {
         let (bytes, written) = sample();
         assert_eq!(written.bytes, bytes.len() as u64);
+        assert_eq!(written.bytes % 512, 32, "etcdctl 3.4 checks this");
         assert_eq!(written.records, 2);
         assert_eq!(written.leases, 1);
         let mut reader = SnapshotReader::new(bytes.as_slice()).expect("reader");

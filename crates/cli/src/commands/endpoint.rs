@@ -1,5 +1,6 @@
-//! `endpoint status` and `endpoint health`: one probe per endpoint, concurrently, without
-//! failover (the answer is about that member). Any failing endpoint makes the exit status 1.
+//! `endpoint status`, `endpoint health` and `endpoint hashkv`: one probe per endpoint,
+//! concurrently, without failover (the answer is about that member). Any failing endpoint makes
+//! the exit status 1.
 
 use std::time::Instant;
 
@@ -7,7 +8,7 @@ use beacon_client::{Client, GetOptions};
 use clap::Subcommand;
 use tokio::task::JoinSet;
 
-use crate::output::{self, EndpointHealth, EndpointStatus, Format};
+use crate::output::{self, EndpointHashKv, EndpointHealth, EndpointStatus, Format};
 
 /// Per-endpoint commands.
 #[derive(Debug, Subcommand)]
@@ -16,6 +17,13 @@ pub enum EndpointCommand {
     Status,
     /// Whether each endpoint serves a linearizable read.
     Health,
+    /// Each endpoint's hash of its key-value history up to a revision (etcd's HashKV): members
+    /// with the same data at that revision and the same compaction answer the same hash.
+    Hashkv {
+        /// The revision to hash up to (0: each member's current revision).
+        #[arg(long, default_value_t = 0)]
+        revision: i64,
+    },
 }
 
 /// Runs an endpoint command.
@@ -51,6 +59,18 @@ pub async fn run(client: &Client, format: Format, command: EndpointCommand) -> a
             .await;
             println!("{}", output::endpoint_health(format, &rows));
             rows.iter().filter(|row| row.error.is_some()).count()
+        }
+        EndpointCommand::Hashkv { revision } => {
+            let rows = probe_all(client, |client, endpoint| async move {
+                let result = client
+                    .hash_kv(&endpoint, revision)
+                    .await
+                    .map_err(|error| error.to_string());
+                EndpointHashKv { endpoint, result }
+            })
+            .await;
+            println!("{}", output::endpoint_hash_kv(format, &rows));
+            rows.iter().filter(|row| row.result.is_err()).count()
         }
     };
     if failed > 0 {

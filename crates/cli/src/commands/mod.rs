@@ -10,6 +10,7 @@ pub mod kv;
 pub mod lease;
 pub mod member;
 pub mod service;
+pub mod snapshot;
 pub mod txn;
 pub mod watch;
 
@@ -45,6 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service { command } => service::run(&client, format, command).await,
         Command::Member { command } => member::run(&client, format, command).await,
         Command::Endpoint { command } => endpoint::run(&client, format, command).await,
+        Command::Snapshot { command } => snapshot::run(&client, format, command).await,
         Command::Bench { case } => bench::run(&client, format, case).await,
     }
 }
