@@ -28,6 +28,7 @@ pub struct TestNode {
     pub client_addr: String,
     pub peer_addr: String,
     pub config_path: PathBuf,
+    pub data_dir: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
 }
@@ -54,8 +55,21 @@ impl TestCluster {
     /// before a member binds it; a member that exits at once is then a lost race, not a bug,
     /// and the whole cluster is started again on new ports.
     pub fn start_with(size: usize, extra: &str) -> Self {
+        Self::start_configured(size, "", extra, |_| {})
+    }
+
+    /// Like [`TestCluster::start_with`], with `raft` lines added to every member's `[raft]`
+    /// table, and `prepare` run after the configs are written and before any member starts
+    /// (e.g. `beacond restore` into each data directory; it runs again if the cluster is
+    /// started again on new ports).
+    pub fn start_configured(
+        size: usize,
+        raft: &str,
+        extra: &str,
+        prepare: impl Fn(&TestCluster),
+    ) -> Self {
         for _ in 0..4 {
-            let mut cluster = Self::start_once(size, extra);
+            let mut cluster = Self::start_once(size, raft, extra, &prepare);
             std::thread::sleep(Duration::from_millis(300));
             if cluster.nodes.iter_mut().all(|node| {
                 node.child
@@ -69,10 +83,10 @@ impl TestCluster {
                 cluster.logs()
             );
         }
-        Self::start_once(size, extra)
+        Self::start_once(size, raft, extra, &prepare)
     }
 
-    fn start_once(size: usize, extra: &str) -> Self {
+    fn start_once(size: usize, raft: &str, extra: &str, prepare: &impl Fn(&TestCluster)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: Vec<(String, String)> = (0..size)
             .map(|_| {
@@ -99,7 +113,7 @@ impl TestCluster {
                 let config = format!(
                     "name = \"node{id}\"\nid = {id}\ndata_dir = \"{}\"\ncluster_token = \"test\"\n\
                      [client]\nlisten = \"{client}\"\n[peer]\nlisten = \"{peer}\"\n\
-                     [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n{members}\n{extra}\n",
+                     [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n{raft}\n{members}\n{extra}\n",
                     data_dir.display()
                 );
                 let config_path = dir.path().join(format!("node{id}.toml"));
@@ -109,12 +123,14 @@ impl TestCluster {
                     client_addr: client.clone(),
                     peer_addr: peer.clone(),
                     config_path,
+                    data_dir,
                     log_path: dir.path().join(format!("node{id}.log")),
                     child: None,
                 }
             })
             .collect();
         let mut cluster = TestCluster { dir, nodes };
+        prepare(&cluster);
         for index in 0..size {
             cluster.start_node(index);
         }
