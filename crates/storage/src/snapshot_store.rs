@@ -70,14 +70,6 @@ impl SnapshotFile {
         &self.path
     }
 
-    /// Opens `path` for reading.
-    pub async fn open(path: &Path) -> std::io::Result<Self> {
-        Ok(SnapshotFile {
-            file: tokio::fs::File::open(path).await?,
-            path: path.to_path_buf(),
-        })
-    }
-
     /// Wraps an open file.
     pub fn from_std(file: File, path: PathBuf) -> Self {
         SnapshotFile {
@@ -177,6 +169,22 @@ impl SnapshotStore {
         Ok(self
             .read_current()?
             .map(|current| (current.meta, self.dir.join(current.file))))
+    }
+
+    /// The current snapshot opened for reading. Opened while no publish runs, so the file
+    /// cannot be replaced (and deleted) between reading its name and opening it; once open, a
+    /// newer snapshot may replace it and the handle still reads it whole.
+    pub(crate) fn open_current(&self) -> Result<Option<(Meta, SnapshotFile)>, StorageError> {
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some((meta, path)) = self.current()? else {
+            return Ok(None);
+        };
+        let file = File::open(&path)
+            .map_err(|e| StorageError::io(format!("cannot open {}", path.display()), e))?;
+        Ok(Some((meta, SnapshotFile::from_std(file, path))))
     }
 
     fn read_current(&self) -> Result<Option<CurrentSnapshot>, StorageError> {

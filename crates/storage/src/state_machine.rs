@@ -797,15 +797,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let current = self
             .reader
             .snapshots
-            .current()
+            .open_current()
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        let Some((meta, path)) = current else {
-            return Ok(None);
-        };
-        let file = SnapshotFile::open(&path)
-            .await
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        Ok(Some(Snapshot {
+        Ok(current.map(|(meta, file)| Snapshot {
             meta,
             snapshot: Box::new(file),
         }))

@@ -12,23 +12,63 @@ use beacon_storage::open;
 use openraft::storage::RaftStateMachine;
 use openraft::RaftSnapshotBuilder;
 use peak_alloc::PeakAlloc;
-use snapshot_support::{assert_same_state, load, transfer, IDENTITY};
+use snapshot_support::{assert_same_state, load_keys, transfer, IDENTITY};
 
 #[global_allocator]
 static HEAP: PeakAlloc = PeakAlloc;
 
-const VALUE_BYTES: usize = 16 * 1024;
 const CHUNK_BYTES: usize = 1 << 20;
-/// What the build and the install may add to the heap: I/O buffers (1 MiB each), a 4 MiB
-/// install batch, one chunk, the rebuilt key index of 5,000 keys.
+/// What the build and the install may add to the heap: I/O buffers (1 MiB each), one chunk,
+/// one record, the rebuilt key index of 5,000 keys.
 const HEAP_BOUND_BYTES: usize = 16 << 20;
+
+/// `name` from the environment, else `default`: bigger runs for measurements, e.g.
+/// `SNAPSHOT_ENTRIES=500 SNAPSHOT_KEYS=200000 SNAPSHOT_VALUE_BYTES=1024 cargo nextest run -p
+/// beacon-storage --test snapshot_memory --no-capture` (the heap bound then grows with the key
+/// index, which is in memory by design: keys and revisions, never values).
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The peak resident memory of this process so far (RocksDB included), from /proc.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_larger_than_the_memory_bound_is_built_sent_in_chunks_and_installed() {
     let source_dir = tempfile::tempdir().expect("temp dir");
     let mut source = open(source_dir.path(), IDENTITY).expect("open");
     // 80 entries × 50 puts × 16 KiB ≈ 64 MiB of values; keys repeat, so history is kept.
-    load(&mut source.state_machine, 80, 50, VALUE_BYTES).await;
+    let entries = setting("SNAPSHOT_ENTRIES", 80) as u64;
+    let keys = setting("SNAPSHOT_KEYS", 5000);
+    let value_bytes = setting("SNAPSHOT_VALUE_BYTES", 16 * 1024);
+    let per_entry = setting("SNAPSHOT_PER_ENTRY", 50);
+    let heap_bound = HEAP_BOUND_BYTES + keys * 200;
+    load_keys(
+        &mut source.state_machine,
+        entries,
+        per_entry,
+        value_bytes,
+        keys,
+    )
+    .await;
+    let loaded_rss = peak_rss_bytes();
 
     let baseline = HEAP.current_usage();
     HEAP.reset_peak_usage();
@@ -55,16 +95,21 @@ async fn a_snapshot_larger_than_the_memory_bound_is_built_sent_in_chunks_and_ins
     let install_peak = HEAP.peak_usage().saturating_sub(baseline);
 
     eprintln!(
-        "snapshot of {size} bytes: build {build_time:?} (heap peak +{build_peak} bytes), \
-         {chunks} chunks sent and installed {install_time:?} (heap peak +{install_peak} bytes)"
+        "snapshot of {size} bytes ({keys} keys, {} puts of {value_bytes} bytes): build \
+         {build_time:?} (heap peak +{build_peak} bytes), {chunks} chunks sent and installed \
+         {install_time:?} (heap peak +{install_peak} bytes); process peak RSS {} bytes after \
+         loading, {} bytes at the end",
+        entries as usize * per_entry,
+        loaded_rss,
+        peak_rss_bytes()
     );
     assert!(chunks > 40);
     assert!(
-        build_peak < HEAP_BOUND_BYTES,
+        build_peak < heap_bound,
         "build used {build_peak} bytes of heap for a {size}-byte snapshot"
     );
     assert!(
-        install_peak < HEAP_BOUND_BYTES,
+        install_peak < heap_bound,
         "install used {install_peak} bytes of heap for a {size}-byte snapshot"
     );
 

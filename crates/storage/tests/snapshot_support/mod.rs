@@ -40,6 +40,17 @@ pub async fn load(
     per_entry: usize,
     value_bytes: usize,
 ) -> u64 {
+    load_keys(state_machine, entries, per_entry, value_bytes, 5000).await
+}
+
+/// [`load`] over `keys` distinct keys.
+pub async fn load_keys(
+    state_machine: &mut StateMachineStore,
+    entries: u64,
+    per_entry: usize,
+    value_bytes: usize,
+    keys: usize,
+) -> u64 {
     let mut index = 1;
     state_machine
         .apply(vec![entry(
@@ -55,7 +66,7 @@ pub async fn load(
         index += 1;
         let writes = (0..per_entry)
             .map(|n| {
-                let key = format!("key/{:06}", (batch as usize * per_entry + n) % 5000);
+                let key = format!("key/{:08}", (batch as usize * per_entry + n) % keys);
                 let lease = match n % 10 {
                     0 => 7,
                     1 => 8,
@@ -78,8 +89,8 @@ pub async fn load(
             index,
             vec![
                 WriteRequest::DeleteRange(pb::DeleteRangeRequest {
-                    key: b"key/000010".to_vec(),
-                    range_end: b"key/000020".to_vec(),
+                    key: b"key/00000010".to_vec(),
+                    range_end: b"key/00000020".to_vec(),
                     ..Default::default()
                 }),
                 WriteRequest::Compact(pb::CompactionRequest {
