@@ -659,6 +659,9 @@ fn install_snapshot_file(
             reset_lease_generations: false,
         },
     )?;
+    // Free the old key index before building the new one: one index in memory at a time.
+    state.kv = KvStore::new();
+    state.leases = LeaseTable::default();
     *state = load_applied(db)?;
     notify(listeners, &state, Vec::new(), Vec::new(), true);
     tracing::info!(
