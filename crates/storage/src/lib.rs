@@ -9,7 +9,7 @@
 //!   [`beacon_mvcc::KvStore`] and writes the resulting records together with the applied log id in
 //!   one atomic batch, so a restart neither loses nor re-applies anything.
 //! - Raft snapshots are files streamed from a consistent RocksDB view and installed in bounded
-//!   batches, crash-safe ([`snapshot_store`]); backups are the same stream
+//!   batches, crash-safe (module `snapshot_store`); backups are the same stream
 //!   ([`snapshot_format`]), and [`restore`] builds a new member's data directory from one.
 //! - [`Identity`] is the cluster and member id a data directory belongs to.
 

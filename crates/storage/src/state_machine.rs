@@ -627,7 +627,9 @@ fn build_snapshot_file(
 }
 
 /// Verifies a received snapshot file, makes it current with the install marker, and replaces
-/// the state with it under the write lock; then the listeners hear of a reset.
+/// the state with it under the write lock; then the listeners hear of a reset. A file that fails
+/// verification is deleted and the state left untouched; the error stops the member (openraft
+/// treats every storage error as fatal), which is right: its leader's snapshot is corrupt.
 fn install_snapshot_file(
     reader: &KvReader,
     listeners: &[Arc<dyn ApplyListener>],
