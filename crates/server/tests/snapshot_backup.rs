@@ -169,6 +169,20 @@ async fn a_member_down_longer_than_the_log_is_kept_catches_up_through_a_snapshot
         hashes.iter().all(|hash| *hash == hashes[0]),
         "HashKV at {revision} differs: {hashes:?}"
     );
+    // etcdctl agrees (etcd's HashKV RPC, as its tools call it).
+    let etcdctl = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &cluster.endpoints(), "endpoint", "hashkv"])
+        .args(["--rev", &revision.to_string(), "-w", "json"])
+        .output()
+        .expect("etcdctl is installed (scripts/install-deps.sh installs etcd-client)");
+    let json = String::from_utf8_lossy(&etcdctl.stdout);
+    assert!(etcdctl.status.success(), "{json}");
+    assert_eq!(
+        json.matches(&format!("\"hash\":{},", hashes[0].0)).count(),
+        3,
+        "{json}"
+    );
     // Old history is there too (the snapshot carries every revision, not only the latest).
     assert!(
         everything(&cluster, lagging, last_revision - 100).await
