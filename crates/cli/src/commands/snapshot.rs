@@ -55,6 +55,14 @@ async fn save(client: &Client, file: &Path) -> anyhow::Result<SnapshotSaved> {
     };
     std::fs::rename(&part, file)
         .with_context(|| format!("cannot rename {} to {}", part.display(), file.display()))?;
+    // The rename itself survives a power loss only once the directory is synced.
+    let directory = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(directory)
+        .and_then(|directory| directory.sync_all())
+        .with_context(|| format!("cannot fsync {}", directory.display()))?;
     Ok(SnapshotSaved {
         file: file.display().to_string(),
         endpoint,
