@@ -200,13 +200,17 @@ impl SnapshotStore {
 
     /// A new, unique path in the snapshot directory: `{kind}-{unique}.{extension}`.
     pub(crate) fn new_path(&self, kind: &str, extension: &str) -> PathBuf {
+        self.dir.join(self.unique_name(kind, extension))
+    }
+
+    /// `{kind}-{unique}.{extension}`: the time and a counter, unique also across restarts.
+    fn unique_name(&self, kind: &str, extension: &str) -> String {
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| elapsed.as_nanos())
             .unwrap_or_default();
-        self.dir
-            .join(format!("{kind}-{nanos:x}-{sequence}.{extension}"))
+        format!("{kind}-{nanos:x}-{sequence}.{extension}")
     }
 
     /// A new file to receive a snapshot's chunks into; earlier partial receives are removed
@@ -260,10 +264,7 @@ impl SnapshotStore {
             }
         }
         let index = meta.last_log_id.map(|id| id.index).unwrap_or(0);
-        let name = format!(
-            "snapshot-{index:020}-{}.snap",
-            self.sequence.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = self.unique_name(&format!("snapshot-{index:020}"), "snap");
         let target = self.dir.join(&name);
         std::fs::rename(path, &target)
             .map_err(|e| StorageError::io(format!("cannot rename {}", path.display()), e))?;
