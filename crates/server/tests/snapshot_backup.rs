@@ -1,5 +1,5 @@
 //! Raft snapshots and backups on real 3-member clusters: a member down for longer than the log
-//! is kept catches up through a snapshot sent in chunks; a backup taken with `etcdctl snapshot
+//! is kept catches up through a snapshot sent in chunks while writes go on; a backup taken with `etcdctl snapshot
 //! save` under a write load restores into a new cluster with the same data and HashKV; a
 //! corrupted or truncated backup is refused without leaving a data directory.
 
@@ -131,8 +131,29 @@ async fn a_member_down_longer_than_the_log_is_kept_catches_up_through_a_snapshot
     }
     wait_for_log(&cluster, leader, "built a snapshot", 4).await;
 
+    // Writes go on while it restarts, receives the snapshot and installs it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut kv = cluster.kv(leader).await;
+        tokio::spawn(async move {
+            let mut written = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let request = PutRequest {
+                    key: format!("live/{written}").into(),
+                    value: b"during".to_vec(),
+                    ..Default::default()
+                };
+                kv.put(request).await.expect("put during the catch-up");
+                written += 1;
+            }
+            written
+        })
+    };
     cluster.start_node(lagging);
     wait_for_log(&cluster, lagging, "installed a snapshot", 1).await;
+    stop.store(true, Ordering::Relaxed);
+    let written_during = writer.await.expect("writer") as usize;
     let installed = logged_field(&cluster, lagging, "installed a snapshot", "bytes");
     assert!(
         installed > 10 * 65536,
@@ -150,13 +171,14 @@ async fn a_member_down_longer_than_the_log_is_kept_catches_up_through_a_snapshot
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let expected = everything(&cluster, leader, 0).await;
-    // 300 keys, "before" and "after" (plus the checker set the leader wrote while a member was
-    // down, under /_beacon/).
+    // 300 keys, those written during the catch-up, "before" and "after" (plus the checker set
+    // the leader wrote while a member was down, under /_beacon/).
     let user_keys = expected
         .iter()
         .filter(|kv| !kv.key.starts_with(b"/_beacon/"))
         .count();
-    assert_eq!(user_keys, 302);
+    assert!(written_during > 0);
+    assert_eq!(user_keys, 302 + written_during);
     for index in 0..3 {
         assert!(
             everything(&cluster, index, 0).await == expected,
