@@ -34,8 +34,14 @@ pub struct ServerConfig {
     /// Peer (Raft) endpoint.
     pub peer: EndpointConfig,
     /// The members the cluster starts with, this one included. Empty means a single-node cluster.
+    /// With `initial_cluster_state = "existing"`: members of the running cluster to join through
+    /// (this one included, as `beacon member add` printed it).
     #[serde(default)]
     pub initial_members: Vec<InitialMember>,
+    /// `new` (default): the members in `initial_members` form a new cluster. `existing`: this
+    /// member joins a running cluster that added it (`beacon member add`, etcd's MemberAdd).
+    #[serde(default)]
+    pub initial_cluster_state: ClusterState,
     /// Raft timing.
     #[serde(default)]
     pub raft: RaftConfig,
@@ -45,6 +51,15 @@ pub struct ServerConfig {
     /// Watch settings.
     #[serde(default)]
     pub watch: WatchConfig,
+}
+
+/// etcd's `--initial-cluster-state`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterState {
+    #[default]
+    New,
+    Existing,
 }
 
 /// A listen address and the address other members and clients should use.
@@ -147,6 +162,7 @@ impl ServerConfig {
                 advertise: None,
             },
             initial_members: Vec::new(),
+            initial_cluster_state: ClusterState::New,
             raft: RaftConfig::default(),
             limits: LimitsConfig::default(),
             watch: WatchConfig::default(),
@@ -243,14 +259,22 @@ impl ServerConfig {
                 &format!("initial member {} client", member.id),
             )?;
         }
-        if !self.initial_members.is_empty() {
-            let me = self
-                .initial_members
-                .iter()
-                .find(|m| m.id == self.id)
-                .with_context(|| {
-                    format!("this member's id {} is not among initial_members", self.id)
-                })?;
+        if self.initial_cluster_state == ClusterState::Existing
+            && !self.initial_members.iter().any(|m| m.id != self.id)
+        {
+            bail!(
+                "initial_cluster_state = \"existing\" needs initial_members naming at least one \
+                 member of the running cluster (as `beacon member add` prints them)"
+            );
+        }
+        let me = self.initial_members.iter().find(|m| m.id == self.id);
+        if self.initial_cluster_state == ClusterState::New
+            && !self.initial_members.is_empty()
+            && me.is_none()
+        {
+            bail!("this member's id {} is not among initial_members", self.id);
+        }
+        if let Some(me) = me {
             if me.peer != self.peer_advertise() {
                 bail!(
                     "initial member {} has peer address {} but this member advertises {}",

@@ -11,11 +11,13 @@ pub mod catalog_view;
 pub mod checker;
 pub mod cluster_service;
 pub mod config;
+pub mod join;
 pub mod kv_service;
 pub mod lease_keeper;
 pub mod lease_service;
 pub mod liveness;
 pub mod maintenance_service;
+pub mod membership;
 pub mod peer_network;
 pub mod peer_service;
 pub mod proposal_batcher;
@@ -36,7 +38,6 @@ use beacon_proto::etcdserverpb::kv_server::KvServer;
 use beacon_proto::etcdserverpb::lease_server::LeaseServer;
 use beacon_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use beacon_proto::etcdserverpb::watch_server::WatchServer;
-use beacon_storage::Identity;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Raft, SnapshotPolicy};
 use tokio::net::TcpListener;
@@ -74,10 +75,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     config.prepare_data_dir()?;
-    let identity = Identity {
-        cluster_id: config.cluster_id(),
-        member_id: config.id,
-    };
+    let identity = join::identity(&config).await?;
     let mut opened = beacon_storage::open(&config.data_dir, identity)
         .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
     let reader = opened.state_machine.reader();
@@ -138,6 +136,8 @@ pub async fn run(
         read_barrier: Default::default(),
         leader_barrier: Default::default(),
         batcher,
+        election_timeout: std::time::Duration::from_millis(config.raft.election_timeout_max_ms),
+        transferring: Default::default(),
     });
 
     let stream_settings = {
@@ -231,7 +231,15 @@ pub async fn run(
     let peer_task = tokio::spawn(peer_server);
     let client_task = tokio::spawn(client_server);
 
-    bootstrap(&raft, &config).await?;
+    if config.initial_cluster_state == config::ClusterState::New {
+        bootstrap(&raft, &config).await?;
+    }
+    let publish_task = tokio::spawn(join::publish(
+        node.clone(),
+        config.name.clone(),
+        config.client_advertise().to_string(),
+    ));
+    let mut removed = node.peers.removed.subscribe();
     tracing::info!(
         member = %config.name,
         id = config.id,
@@ -241,8 +249,12 @@ pub async fn run(
         "beacond started"
     );
 
-    shutdown.await;
+    let was_removed = tokio::select! {
+        _ = shutdown => false,
+        _ = removed.wait_for(|removed| *removed) => true,
+    };
     tracing::info!("shutting down");
+    publish_task.abort();
     let _ = stop.send(true);
     keeper_task.abort();
     checker_set_task.abort();
@@ -265,6 +277,13 @@ pub async fn run(
     };
     if let Err(error) = raft.shutdown().await {
         tracing::warn!(%error, "raft did not shut down cleanly");
+    }
+    if was_removed {
+        anyhow::bail!(
+            "this member was removed from the cluster; it refuses to run with its old data. To \
+             bring it back, wipe {} and add it again (`beacon member add`)",
+            config.data_dir.display()
+        );
     }
     if let Some((peer_result, client_result)) = results {
         peer_result

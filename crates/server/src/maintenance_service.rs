@@ -115,10 +115,18 @@ impl Maintenance for MaintenanceService {
         Err(not_yet("snapshot"))
     }
 
+    /// Hands leadership to `target_id` (a voter); any member forwards the request to the
+    /// leader. See [`crate::membership`] for how the transfer works.
     async fn move_leader(
         &self,
-        _: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(not_yet("move leader"))
+        let target = request.into_inner().target_id;
+        self.node
+            .change_membership(crate::membership::MembershipRequest::MoveLeader { target })
+            .await?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: self.node.header(self.node.reader.current_revision()),
+        }))
     }
 }

@@ -76,6 +76,31 @@ pub fn open(path: &Path, identity: Identity) -> Result<OpenedStore, StorageError
     })
 }
 
+/// The identity recorded in the data directory at `path`, or `None` when there is no database
+/// there yet or it has none (a member that never started).
+pub fn stored_identity(path: &Path) -> Result<Option<Identity>, StorageError> {
+    if !path.join("CURRENT").exists() {
+        return Ok(None);
+    }
+    let db = DB::open_cf_for_read_only(&Options::default(), path, COLUMN_FAMILIES, false)?;
+    let meta = cf(&db, CF_META);
+    let cluster_id = db
+        .get_cf(meta, KEY_CLUSTER_ID)?
+        .map(|v| decode_u64(&v))
+        .transpose()?;
+    let member_id = db
+        .get_cf(meta, KEY_MEMBER_ID)?
+        .map(|v| decode_u64(&v))
+        .transpose()?;
+    Ok(match (cluster_id, member_id) {
+        (Some(cluster_id), Some(member_id)) => Some(Identity {
+            cluster_id,
+            member_id,
+        }),
+        _ => None,
+    })
+}
+
 /// Returns true when the directory had no identity yet (and records `identity` in it).
 fn check_identity(db: &DB, path: &Path, identity: Identity) -> Result<bool, StorageError> {
     let meta = cf(db, CF_META);

@@ -17,7 +17,7 @@ mod log_store;
 mod state_machine;
 
 pub use command::{Command, CommandResponse, Member, TypeConfig, WriteBatch};
-pub use db::{open, Identity, OpenedStore, STORAGE_FORMAT};
+pub use db::{open, stored_identity, Identity, OpenedStore, STORAGE_FORMAT};
 pub use error::StorageError;
 pub use log_store::LogStore;
 pub use state_machine::{AppliedChanges, ApplyListener, KvReader, StateMachineStore};

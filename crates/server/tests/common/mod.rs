@@ -121,6 +121,50 @@ impl TestCluster {
         cluster
     }
 
+    /// Writes the config of a member that joins this (running) cluster with `id` (as MemberAdd
+    /// returned it), on new ports, with `initial_cluster_state = "existing"`; returns its index.
+    /// Not started: see [`TestCluster::start_node`].
+    pub fn prepare_joining_node(&mut self, id: u64) -> usize {
+        let index = self.nodes.len();
+        let client = format!("127.0.0.1:{}", free_port());
+        let peer = format!("127.0.0.1:{}", free_port());
+        let name = format!("node{}", index + 1);
+        let data_dir = self.dir.path().join(&name);
+        let mut members = String::new();
+        for node in &self.nodes {
+            members.push_str(&format!(
+                "\n[[initial_members]]\nid = {}\nname = \"node{}\"\npeer = \"{}\"\nclient = \"{}\"\n",
+                node.id, node.id, node.peer_addr, node.client_addr
+            ));
+        }
+        let config = format!(
+            "name = \"{name}\"\nid = {id}\ndata_dir = \"{}\"\ncluster_token = \"test\"\n\
+             initial_cluster_state = \"existing\"\n\
+             [client]\nlisten = \"{client}\"\n[peer]\nlisten = \"{peer}\"\n\
+             [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n{members}\n",
+            data_dir.display()
+        );
+        let config_path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config_path, config).expect("write config");
+        self.nodes.push(TestNode {
+            id,
+            client_addr: client,
+            peer_addr: peer,
+            config_path,
+            log_path: self.dir.path().join(format!("{name}.log")),
+            child: None,
+        });
+        index
+    }
+
+    /// Whether member `index`'s process has exited (and with which status).
+    pub fn exited(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        self.nodes[index]
+            .child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten())
+    }
+
     pub fn start_node(&mut self, index: usize) {
         let node = &mut self.nodes[index];
         assert!(node.child.is_none(), "node {} already running", node.id);
