@@ -53,10 +53,28 @@ pub enum Transport {
     Tcp,
 }
 
+/// Where answers come from: the member's [`CatalogView`] (a plain [`ViewState`] in unit tests).
+pub trait CatalogSource: Send + Sync {
+    /// Calls `answer` with the current state, under whatever lock protects it.
+    fn with_view(&self, answer: &mut dyn FnMut(&ViewState));
+}
+
+impl CatalogSource for CatalogView {
+    fn with_view(&self, answer: &mut dyn FnMut(&ViewState)) {
+        answer(&self.read());
+    }
+}
+
+impl CatalogSource for ViewState {
+    fn with_view(&self, answer: &mut dyn FnMut(&ViewState)) {
+        answer(self);
+    }
+}
+
 /// Everything a worker needs to answer, shared by all workers.
 pub struct Responder {
     pub zone: Zone,
-    pub view: Arc<CatalogView>,
+    pub view: Arc<dyn CatalogSource>,
     /// TTL of negative answers and the SOA minimum.
     pub negative_ttl: u32,
     /// Largest UDP response, when the query's EDNS0 buffer allows it.
@@ -308,13 +326,24 @@ impl Responder {
             response.rcode(ResponseCode::ServFail);
             return;
         }
-        let view = self.view.read();
+        self.view
+            .with_view(&mut |view| self.answer_from(view, worker, query, lookup.clone(), response));
+    }
+
+    fn answer_from(
+        &self,
+        view: &ViewState,
+        worker: &mut Worker,
+        query: &Query,
+        lookup: Lookup,
+        response: &mut Response,
+    ) {
         let owner = query.name();
         let record_type = query.query_type();
         let found = match lookup {
             Lookup::Apex => {
                 if matches!(record_type, RecordType::SOA | RecordType::ANY) {
-                    response.answers.push(self.soa(&view));
+                    response.answers.push(self.soa(view));
                 }
                 true
             }
@@ -322,14 +351,14 @@ impl Responder {
             Lookup::ServiceBranch { service } => view.service(&service).next().is_some(),
             Lookup::Service { service, tag } => {
                 let Worker { prepared, rng } = worker;
-                let prepared = prepare(prepared, &view, &self.zone, &service, tag.as_deref(), rng);
+                let prepared = prepare(prepared, view, &self.zone, &service, tag.as_deref(), rng);
                 if prepared.exists {
                     service_records(prepared, owner, record_type, rng, response);
                 }
                 prepared.exists
             }
             Lookup::Instance { service, id } => {
-                match find_instance(&view, &self.zone, &service, &id) {
+                match find_instance(view, &self.zone, &service, &id) {
                     Some(instance) => {
                         let ttl = ttl_of(view.settings.get(&service));
                         instance_records(&self.zone, instance, owner, record_type, ttl, response);
@@ -344,7 +373,7 @@ impl Responder {
             response.rcode(ResponseCode::NXDomain);
         }
         if response.answers.is_empty() {
-            response.authorities.push(self.soa(&view));
+            response.authorities.push(self.soa(view));
         }
     }
 
@@ -658,5 +687,411 @@ fn emit_fitting(encoder: &mut BinEncoder<'_>, records: &[Record]) -> Result<usiz
         Ok(count) => Ok(count),
         Err(ProtoError::NotAllRecordsWritten { count, .. }) => Ok(count),
         Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use beacon_proto::beacon::v1::{Check, Maintenance};
+
+    use super::*;
+
+    fn instance(service: &str, id: &str, address: &str, revision: i64) -> Instance {
+        Instance {
+            service: service.into(),
+            id: id.into(),
+            address: address.into(),
+            port: 80,
+            mod_revision: revision,
+            ..Default::default()
+        }
+    }
+
+    /// An instance with a check that has no verdict yet: critical.
+    fn critical(mut instance: Instance) -> Instance {
+        instance.checks = vec![Check {
+            id: "http".into(),
+            ..Default::default()
+        }];
+        instance
+    }
+
+    fn state(revision: i64, instances: Vec<Instance>) -> ViewState {
+        ViewState {
+            revision,
+            instances: instances
+                .into_iter()
+                .map(|instance| ((instance.service.clone(), instance.id.clone()), instance))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn responder(view: ViewState) -> Responder {
+        Responder {
+            zone: Zone::new("beacon.").expect("zone"),
+            view: Arc::new(view),
+            negative_ttl: 7,
+            max_udp_payload: 4096,
+            stale: Arc::new(AtomicBool::new(false)),
+            stats: Arc::new(DnsStats::default()),
+        }
+    }
+
+    fn ask(
+        responder: &Responder,
+        worker: &mut Worker,
+        name: &str,
+        record_type: RecordType,
+        transport: Transport,
+    ) -> Message {
+        let mut query = Message::query();
+        query.queries.push(Query::query(
+            Name::from_ascii(name).expect("name"),
+            record_type,
+        ));
+        let mut out = Vec::new();
+        assert!(responder.respond(
+            worker,
+            &query.to_vec().expect("encode"),
+            transport,
+            &mut out
+        ));
+        if transport == Transport::Udp {
+            assert!(
+                out.len() <= 512,
+                "{} bytes over UDP without EDNS0",
+                out.len()
+            );
+        }
+        Message::from_vec(&out).expect("decodable answer")
+    }
+
+    fn addresses(response: &Message) -> BTreeSet<String> {
+        response
+            .answers
+            .iter()
+            .map(|record| record.data.to_string())
+            .collect()
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|item| item.to_string()).collect()
+    }
+
+    #[test]
+    fn passing_instances_or_all_when_failed_open_never_maintenance() {
+        let mut drained = instance("web", "web-3", "10.0.0.3", 3);
+        drained.maintenance = Some(Maintenance {
+            enabled: true,
+            ..Default::default()
+        });
+        let view = state(
+            3,
+            vec![
+                instance("web", "web-1", "10.0.0.1", 1),
+                critical(instance("web", "web-2", "10.0.0.2", 2)),
+                drained,
+            ],
+        );
+        let responder = responder(view);
+        let mut worker = Worker::default();
+        let response = ask(
+            &responder,
+            &mut worker,
+            "web.service.beacon.",
+            RecordType::A,
+            Transport::Udp,
+        );
+        assert_eq!(addresses(&response), set(&["10.0.0.1"]));
+        assert_eq!(response.answers[0].ttl, DEFAULT_DNS_TTL_S);
+
+        // Nothing passes: fail open to every instance not in maintenance.
+        let view = state(
+            2,
+            vec![
+                critical(instance("web", "web-1", "10.0.0.1", 1)),
+                critical(instance("web", "web-2", "10.0.0.2", 2)),
+            ],
+        );
+        let responder = self::responder(view);
+        let response = ask(
+            &responder,
+            &mut Worker::default(),
+            "web.service.beacon.",
+            RecordType::A,
+            Transport::Udp,
+        );
+        assert_eq!(addresses(&response), set(&["10.0.0.1", "10.0.0.2"]));
+    }
+
+    #[test]
+    fn prepared_sets_follow_changes_of_instances_and_settings() {
+        let mut worker = Worker::default();
+        let ask_a = |view: ViewState, worker: &mut Worker| {
+            ask(
+                &responder(view),
+                worker,
+                "web.service.beacon.",
+                RecordType::A,
+                Transport::Udp,
+            )
+        };
+        let one = vec![instance("web", "web-1", "10.0.0.1", 5)];
+        assert_eq!(
+            addresses(&ask_a(state(5, one.clone()), &mut worker)),
+            set(&["10.0.0.1"])
+        );
+        // Another key changed (revision 6): still valid.
+        assert_eq!(
+            addresses(&ask_a(state(6, one.clone()), &mut worker)),
+            set(&["10.0.0.1"])
+        );
+        // An instance added at revision 7.
+        let mut two = one.clone();
+        two.push(instance("web", "web-2", "10.0.0.2", 7));
+        assert_eq!(
+            addresses(&ask_a(state(7, two.clone()), &mut worker)),
+            set(&["10.0.0.1", "10.0.0.2"])
+        );
+        // An instance changed (address) at revision 8.
+        let mut moved = two.clone();
+        moved[1] = instance("web", "web-2", "10.0.0.9", 8);
+        assert_eq!(
+            addresses(&ask_a(state(8, moved.clone()), &mut worker)),
+            set(&["10.0.0.1", "10.0.0.9"])
+        );
+        // One removed at revision 9 (only the count tells).
+        assert_eq!(
+            addresses(&ask_a(state(9, vec![moved[1].clone()]), &mut worker)),
+            set(&["10.0.0.9"])
+        );
+        // Settings changed: the TTL follows.
+        let mut view = state(10, vec![moved[1].clone()]);
+        view.settings.insert(
+            "web".into(),
+            ServiceSettings {
+                service: "web".into(),
+                min_healthy: 0.0,
+                dns_ttl_s: 60,
+            },
+        );
+        assert_eq!(ask_a(view, &mut worker).answers[0].ttl, 60);
+    }
+
+    #[test]
+    fn truncated_udp_answers_keep_a_weighted_sample_and_tcp_keeps_all() {
+        let mut instances: Vec<Instance> = (0..100)
+            .map(|index| {
+                instance(
+                    "big",
+                    &format!("a-{index:03}"),
+                    &format!("10.0.1.{index}"),
+                    1,
+                )
+            })
+            .collect();
+        for index in 0..3 {
+            let mut heavy = instance("big", &format!("z-{index}"), &format!("10.9.0.{index}"), 1);
+            heavy.weight = 10_000;
+            instances.push(heavy);
+        }
+        let responder = responder(state(1, instances));
+        let mut worker = Worker::default();
+        let heavy = set(&["10.9.0.0", "10.9.0.1", "10.9.0.2"]);
+        for _ in 0..20 {
+            let response = ask(
+                &responder,
+                &mut worker,
+                "big.service.beacon.",
+                RecordType::A,
+                Transport::Udp,
+            );
+            assert!(response.metadata.truncation);
+            assert!(response.answers.len() > 10 && response.answers.len() < 103);
+            assert!(heavy.is_subset(&addresses(&response)));
+        }
+        let response = ask(
+            &responder,
+            &mut worker,
+            "big.service.beacon.",
+            RecordType::SRV,
+            Transport::Tcp,
+        );
+        assert!(!response.metadata.truncation);
+        assert_eq!(response.answers.len(), 103);
+        assert_eq!(response.additionals.len(), 103);
+        assert_eq!(responder.stats.snapshot().truncated, 20);
+    }
+
+    #[test]
+    fn srv_additionals_that_do_not_fit_are_dropped_without_tc() {
+        // 8 SRV records fit 512 bytes (their targets are never compressed, RFC 2782), their 8
+        // A records do not all fit after them.
+        let instances = (0..8)
+            .map(|index| {
+                instance(
+                    "mid",
+                    &format!("mid-{index}"),
+                    &format!("10.0.0.{index}"),
+                    1,
+                )
+            })
+            .collect();
+        let responder = responder(state(1, instances));
+        let response = ask(
+            &responder,
+            &mut Worker::default(),
+            "mid.service.beacon.",
+            RecordType::SRV,
+            Transport::Udp,
+        );
+        assert_eq!(response.answers.len(), 8);
+        assert!(!response.metadata.truncation);
+        assert!(response.additionals.len() < 8);
+    }
+
+    #[test]
+    fn instance_names_txt_and_hashed_ids() {
+        let long_id = "x".repeat(70);
+        let mut described = instance("web", "web-1", "10.0.0.1", 1);
+        described.metadata = [
+            ("zone".to_string(), "a".to_string()),
+            ("blob".to_string(), "y".repeat(600)),
+        ]
+        .into_iter()
+        .collect();
+        let view = state(
+            2,
+            vec![
+                critical(described),
+                instance("web", &long_id, "10.0.0.2", 2),
+            ],
+        );
+        let responder = responder(view);
+        let mut worker = Worker::default();
+        // Critical, yet its instance name answers.
+        let response = ask(
+            &responder,
+            &mut worker,
+            "WEB-1.web.instance.beacon.",
+            RecordType::A,
+            Transport::Udp,
+        );
+        assert_eq!(addresses(&response), set(&["10.0.0.1"]));
+        let response = ask(
+            &responder,
+            &mut worker,
+            "web-1.web.instance.beacon.",
+            RecordType::TXT,
+            Transport::Tcp,
+        );
+        let texts: Vec<(usize, String)> = response
+            .answers
+            .iter()
+            .map(|record| match &record.data {
+                RData::TXT(txt) => (
+                    txt.txt_data.len(),
+                    txt.txt_data
+                        .iter()
+                        .map(|part| String::from_utf8_lossy(part).into_owned())
+                        .collect(),
+                ),
+                other => panic!("not TXT: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            vec![
+                (3, format!("blob={}", "y".repeat(600))),
+                (1, "zone=a".to_string())
+            ]
+        );
+        // The 70-character id is named by its hash, which resolves.
+        let label = responder.zone.instance_label("web", &long_id).into_owned();
+        let response = ask(
+            &responder,
+            &mut worker,
+            &format!("{label}.web.instance.beacon."),
+            RecordType::A,
+            Transport::Udp,
+        );
+        assert_eq!(addresses(&response), set(&["10.0.0.2"]));
+    }
+
+    #[test]
+    fn negative_answers_and_staleness() {
+        let responder = responder(state(4, vec![instance("web", "web-1", "10.0.0.1", 4)]));
+        let mut worker = Worker::default();
+        let response = ask(
+            &responder,
+            &mut worker,
+            "db.service.beacon.",
+            RecordType::A,
+            Transport::Udp,
+        );
+        assert_eq!(response.metadata.response_code, ResponseCode::NXDomain);
+        match &response.authorities[..] {
+            [record] => match &record.data {
+                RData::SOA(soa) => {
+                    assert_eq!((soa.minimum, soa.serial, record.ttl), (7, 4, 7));
+                }
+                other => panic!("not an SOA: {other:?}"),
+            },
+            other => panic!("expected the SOA: {other:?}"),
+        }
+        let response = ask(
+            &responder,
+            &mut worker,
+            "web.service.beacon.",
+            RecordType::MX,
+            Transport::Udp,
+        );
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+        assert!(response.answers.is_empty());
+        assert_eq!(response.authorities.len(), 1);
+        responder.stale.store(true, Ordering::Relaxed);
+        let response = ask(
+            &responder,
+            &mut worker,
+            "web.service.beacon.",
+            RecordType::A,
+            Transport::Udp,
+        );
+        assert_eq!(response.metadata.response_code, ResponseCode::ServFail);
+        let response = ask(
+            &responder,
+            &mut worker,
+            "example.org.",
+            RecordType::A,
+            Transport::Udp,
+        );
+        assert_eq!(response.metadata.response_code, ResponseCode::Refused);
+        let stats = responder.stats.snapshot();
+        assert_eq!(
+            (
+                stats.nx_domain,
+                stats.no_error,
+                stats.serv_fail,
+                stats.refused
+            ),
+            (1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn short_packets_and_responses_are_dropped() {
+        let responder = responder(ViewState::default());
+        let mut out = Vec::new();
+        let mut worker = Worker::default();
+        assert!(!responder.respond(&mut worker, &[1, 2, 3], Transport::Udp, &mut out));
+        let mut response = Message::query();
+        response.metadata.message_type = MessageType::Response;
+        let packet = response.to_vec().expect("encode");
+        assert!(!responder.respond(&mut worker, &packet, Transport::Udp, &mut out));
+        assert!(out.is_empty());
+        assert_eq!(responder.stats.snapshot().dropped, 2);
     }
 }
