@@ -172,6 +172,18 @@ pub fn weighted_order_by<T>(
     weight: impl Fn(&T) -> u32,
     rng: &mut impl Rng,
 ) -> Vec<T> {
+    let count = items.len();
+    weighted_prefix_by(items, count, weight, rng)
+}
+
+/// The first `count` items of a [`weighted_order_by`] order, found without sorting the rest
+/// (a DNS answer that holds 70 of 500 instances orders only those 70).
+pub fn weighted_prefix_by<T>(
+    items: Vec<T>,
+    count: usize,
+    weight: impl Fn(&T) -> u32,
+    rng: &mut impl Rng,
+) -> Vec<T> {
     let mut keyed: Vec<(f64, T)> = items
         .into_iter()
         .map(|item| {
@@ -180,6 +192,14 @@ pub fn weighted_order_by<T>(
             (uniform.ln() / f64::from(weight(&item).max(1)), item)
         })
         .collect();
-    keyed.sort_by(|(left, _), (right, _)| right.total_cmp(left));
+    let descending = |(left, _): &(f64, T), (right, _): &(f64, T)| right.total_cmp(left);
+    if count == 0 {
+        return Vec::new();
+    }
+    if count < keyed.len() {
+        keyed.select_nth_unstable_by(count - 1, descending);
+        keyed.truncate(count);
+    }
+    keyed.sort_by(descending);
     keyed.into_iter().map(|(_, item)| item).collect()
 }

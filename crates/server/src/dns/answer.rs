@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use beacon_catalog::{discover_with_settings, weight_of, weighted_order_by, DEFAULT_DNS_TTL_S};
+use beacon_catalog::{discover_with_settings, weight_of, weighted_prefix_by, DEFAULT_DNS_TTL_S};
 use beacon_proto::beacon::v1::{DiscoverRequest, HealthFilter, Instance, Order, ServiceSettings};
 use hickory_proto::op::{
     Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
@@ -39,6 +39,8 @@ const HEADER_LEN: usize = 12;
 const CLASSIC_UDP_PAYLOAD: u16 = 512;
 /// Size of the OPT record our response carries when the query had one (no options).
 const OPT_RECORD_LEN: u16 = 11;
+/// The smallest record an answer can hold: an A record whose owner is a compression pointer.
+const MIN_RECORD_LEN: usize = 2 + 10 + 4;
 /// Prepared sets a worker keeps before it starts over (random tags must not grow it forever).
 const MAX_PREPARED: usize = 10_000;
 /// SOA timers; nobody transfers this zone, but resolvers expect sane values.
@@ -258,9 +260,6 @@ impl Responder {
                 None
             }
         };
-        if let Some(query) = query {
-            self.answer(worker, query, &mut response);
-        }
         let limit = match transport {
             Transport::Tcp => u16::MAX,
             Transport::Udp => match &request.edns {
@@ -270,6 +269,12 @@ impl Responder {
                 None => CLASSIC_UDP_PAYLOAD,
             },
         };
+        if let Some(query) = query {
+            // No answer holds more records than the smallest record fits in the limit, so a
+            // large service orders and builds only that many.
+            let max_records = usize::from(limit) / MIN_RECORD_LEN;
+            self.answer(worker, query, max_records, &mut response);
+        }
         let edns = request.edns.as_ref().map(|_| {
             let mut edns = Edns::new();
             edns.set_max_payload(self.max_udp_payload);
@@ -313,7 +318,13 @@ impl Responder {
         }
     }
 
-    fn answer(&self, worker: &mut Worker, query: &Query, response: &mut Response) {
+    fn answer(
+        &self,
+        worker: &mut Worker,
+        query: &Query,
+        max_records: usize,
+        response: &mut Response,
+    ) {
         let class_ok = matches!(query.query_class(), DNSClass::IN | DNSClass::ANY);
         let lookup = self.zone.parse(query.name());
         if lookup == Lookup::Outside || !class_ok {
@@ -326,8 +337,9 @@ impl Responder {
             response.rcode(ResponseCode::ServFail);
             return;
         }
-        self.view
-            .with_view(&mut |view| self.answer_from(view, worker, query, lookup.clone(), response));
+        self.view.with_view(&mut |view| {
+            self.answer_from(view, worker, query, lookup.clone(), max_records, response)
+        });
     }
 
     fn answer_from(
@@ -336,6 +348,7 @@ impl Responder {
         worker: &mut Worker,
         query: &Query,
         lookup: Lookup,
+        max_records: usize,
         response: &mut Response,
     ) {
         let owner = query.name();
@@ -353,7 +366,7 @@ impl Responder {
                 let Worker { prepared, rng } = worker;
                 let prepared = prepare(prepared, view, &self.zone, &service, tag.as_deref(), rng);
                 if prepared.exists {
-                    service_records(prepared, owner, record_type, rng, response);
+                    service_records(prepared, owner, record_type, max_records, rng, response);
                 }
                 prepared.exists
             }
@@ -481,6 +494,7 @@ fn service_records(
     prepared: &Prepared,
     owner: &Name,
     record_type: RecordType,
+    max_records: usize,
     rng: &mut StdRng,
     response: &mut Response,
 ) {
@@ -498,7 +512,12 @@ fn service_records(
         return;
     }
     // A fresh weighted random order per query: a cut answer keeps a weighted sample.
-    let ordered = weighted_order_by(candidates, |target| u32::from(target.weight), rng);
+    let ordered = weighted_prefix_by(
+        candidates,
+        max_records,
+        |target| u32::from(target.weight),
+        rng,
+    );
     match record_type {
         RecordType::SRV => {
             for target in &ordered {
