@@ -21,6 +21,8 @@ use crate::{Client, ClientOptions};
 pub struct ServerProcess {
     child: Option<Child>,
     endpoint: String,
+    /// Beacon's DNS address (UDP and TCP); none for etcd.
+    dns_endpoint: Option<String>,
     /// The server binary (`etcd` on the PATH, or beacond's path).
     program: PathBuf,
     /// The full command line, reused by [`ServerProcess::restart`].
@@ -152,6 +154,11 @@ impl ServerProcess {
         &self.endpoint
     }
 
+    /// A Beacon member's DNS address, `127.0.0.1:port` (`None` for etcd).
+    pub fn dns_endpoint(&self) -> Option<&str> {
+        self.dns_endpoint.as_deref()
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -249,6 +256,7 @@ pub fn start_cluster(size: usize, extra_arguments: &[&str]) -> Option<Vec<Server
             arguments.extend(extra_arguments.iter().map(|argument| argument.to_string()));
             let mut member = ServerProcess {
                 child: None,
+                dns_endpoint: None,
                 endpoint: format!("127.0.0.1:{client_port}"),
                 program: PathBuf::from("etcd"),
                 arguments,
@@ -327,6 +335,7 @@ pub fn start_beacon_cluster(size: usize, extra: &str) -> Option<Vec<ServerProces
             std::fs::write(&config_path, config).expect("write a beacond config");
             let mut member = ServerProcess {
                 child: None,
+                dns_endpoint: Some(format!("127.0.0.1:{dns}")),
                 endpoint: format!("127.0.0.1:{client}"),
                 program: program.clone(),
                 arguments: vec!["--config".to_string(), config_path.display().to_string()],
