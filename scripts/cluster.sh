@@ -17,6 +17,12 @@ endpoints_of() {
   done | paste -sd, -
 }
 
+dns_of() {
+  for config in "cluster-config/$1"/node*.toml; do
+    awk '/^\[dns\]/{c=1;next} /^\[/{c=0} c && /^listen/{gsub(/"/,"",$3); print $3}' "$config"
+  done | paste -sd' ' -
+}
+
 start() {
   local cluster="${1:-local-3}"
   [ -d "cluster-config/$cluster" ] || { echo "no such cluster config: cluster-config/$cluster" >&2; exit 2; }
@@ -47,6 +53,9 @@ The cluster is up. Talk to it with:
   export PATH="$CARGO_TARGET_DIR/debug:\$PATH" BEACON_ENDPOINTS=$endpoints
   beacon put greeting hello && beacon get greeting
   ETCDCTL_API=3 etcdctl --endpoints $endpoints get greeting
+DNS (every member; $(dns_of "$cluster")):
+  beacon service register web --address 127.0.0.1 --port 8080
+  dig @127.0.0.1 -p 8600 web.service.beacon SRV
 Stop it with: scripts/cluster.sh stop
 USAGE
       return 0

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// Watch settings.
     #[serde(default)]
     pub watch: WatchConfig,
+    /// The DNS interface.
+    #[serde(default)]
+    pub dns: DnsConfig,
 }
 
 /// etcd's `--initial-cluster-state`.
@@ -140,6 +143,85 @@ impl Default for WatchConfig {
     }
 }
 
+/// The DNS interface (`[dns]`): every member answers for `domain` from its applied catalog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Serve DNS at all.
+    pub enabled: bool,
+    /// IP:port for UDP and TCP. Loopback by default, like the client listener: expose it
+    /// deliberately (a DNS port open to the world invites amplification traffic).
+    pub listen: String,
+    /// The zone answered, e.g. `beacon.`; names outside it are REFUSED (no open resolver).
+    pub domain: String,
+    /// Answer SERVFAIL once this member has been cut off from a leader (or, as leader, from a
+    /// quorum) for longer than this, instead of serving an ever older catalog. 0: never.
+    pub max_stale_ms: u64,
+    /// TTL of negative answers (NXDOMAIN, empty answers): the SOA minimum, seconds.
+    pub negative_ttl_s: u32,
+    /// Largest UDP answer this member sends, when the query's EDNS0 buffer allows it.
+    pub max_udp_payload: u16,
+    /// UDP sockets (SO_REUSEPORT) with a receive loop each; 0: one per CPU.
+    pub udp_workers: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:8600".into(),
+            domain: "beacon.".into(),
+            max_stale_ms: 5_000,
+            negative_ttl_s: 5,
+            max_udp_payload: 4096,
+            udp_workers: 0,
+        }
+    }
+}
+
+/// Longest `dns.domain` accepted, so that every name under it (service, tag, instance id) fits
+/// DNS's 255-byte limit.
+const MAX_DNS_DOMAIN_LEN: usize = 64;
+
+impl DnsConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        parse_listen(&self.listen, "dns.listen")?;
+        let domain = self.domain.strip_suffix('.').unwrap_or(&self.domain);
+        let labels_ok = !domain.is_empty()
+            && domain.split('.').all(|label| {
+                (1..=63).contains(&label.len())
+                    && label
+                        .bytes()
+                        .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !labels_ok || domain.len() > MAX_DNS_DOMAIN_LEN {
+            bail!(
+                "dns.domain: {:?} is not a DNS name (labels of letters, digits and '-', at most \
+                 {MAX_DNS_DOMAIN_LEN} characters, e.g. \"beacon.\")",
+                self.domain
+            );
+        }
+        if self.max_udp_payload < 512 {
+            bail!(
+                "dns.max_udp_payload: {} is below DNS's minimum of 512 bytes",
+                self.max_udp_payload
+            );
+        }
+        if self.negative_ttl_s > 86_400 {
+            bail!("dns.negative_ttl_s: must be at most 86400 seconds");
+        }
+        if self.udp_workers > 64 {
+            bail!("dns.udp_workers: must be at most 64 (0: one per CPU)");
+        }
+        Ok(())
+    }
+}
+
 fn default_cluster_token() -> String {
     "beacon-cluster".to_string()
 }
@@ -166,6 +248,7 @@ impl ServerConfig {
             raft: RaftConfig::default(),
             limits: LimitsConfig::default(),
             watch: WatchConfig::default(),
+            dns: DnsConfig::default(),
         }
     }
 
@@ -299,6 +382,17 @@ impl ServerConfig {
         if self.watch.progress_notify_interval_ms == 0 {
             bail!("watch: progress_notify_interval_ms must be positive");
         }
+        self.dns.validate()?;
+        if self.dns.enabled {
+            for (other, field) in [
+                (&self.client.listen, "client.listen"),
+                (&self.peer.listen, "peer.listen"),
+            ] {
+                if other == &self.dns.listen {
+                    bail!("dns.listen {} is also {field}", self.dns.listen);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -422,6 +516,31 @@ mod tests {
         let mut config = three_nodes();
         config.id = 7;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn dns_defaults_and_bad_values() {
+        let config = three_nodes();
+        assert!(config.dns.enabled);
+        assert_eq!(config.dns.listen, "127.0.0.1:8600");
+        assert_eq!(config.dns.domain, "beacon.");
+        let mut config = three_nodes();
+        config.dns.domain = "bad_domain.".into();
+        let error = config.validate().expect_err("bad domain").to_string();
+        assert!(error.contains("dns.domain"), "{error}");
+        let mut config = three_nodes();
+        config.dns.listen = "localhost:53".into();
+        let error = config.validate().expect_err("bad listen").to_string();
+        assert!(error.contains("dns.listen"), "{error}");
+        let mut config = three_nodes();
+        config.dns.max_udp_payload = 100;
+        assert!(config.validate().is_err());
+        let mut config = three_nodes();
+        config.dns.enabled = false;
+        config.dns.domain = String::new();
+        config
+            .validate()
+            .expect("a disabled DNS section is not checked");
     }
 
     #[test]

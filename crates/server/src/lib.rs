@@ -11,6 +11,7 @@ pub mod catalog_view;
 pub mod checker;
 pub mod cluster_service;
 pub mod config;
+pub mod dns;
 pub mod join;
 pub mod kv_service;
 pub mod lease_keeper;
@@ -228,6 +229,7 @@ pub async fn run(
         election_timeout,
     ));
     let checker_task = tokio::spawn(health_checker.run());
+    let dns = dns::DnsServer::start(&config.dns, catalog_view.clone(), node.clone()).await?;
     let peer_task = tokio::spawn(peer_server);
     let client_task = tokio::spawn(client_server);
 
@@ -259,6 +261,9 @@ pub async fn run(
     keeper_task.abort();
     checker_set_task.abort();
     checker_task.abort();
+    if let Some(dns) = &dns {
+        dns.stop();
+    }
     // Graceful shutdown waits for open streams to end, and a watch never ends by itself: give
     // requests in flight a moment, then drop whatever is still connected.
     let (mut peer_task, mut client_task) = (peer_task, client_task);

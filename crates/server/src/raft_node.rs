@@ -66,6 +66,18 @@ impl RaftNode {
         })
     }
 
+    /// Whether this member is in contact with a working leader: as leader, a quorum acknowledged
+    /// it within `window`; as follower, the leader's AppendEntries reached it within `window`.
+    /// An isolated member is not, whatever leader it still believes in.
+    pub fn in_contact_within(&self, window: std::time::Duration) -> bool {
+        if self.is_leader() {
+            let since = self.raft.metrics().borrow().millis_since_quorum_ack;
+            since.is_some_and(|millis| std::time::Duration::from_millis(millis) <= window)
+        } else {
+            self.peers.liveness.leader_heard_within(window)
+        }
+    }
+
     /// Whether this member is the leader as far as it knows (it may have been deposed without
     /// hearing of it yet: proposals, not this answer, decide).
     pub fn is_leader(&self) -> bool {

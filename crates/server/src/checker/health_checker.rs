@@ -226,13 +226,7 @@ impl HealthChecker {
 
     /// Whether this member may run checks now: connected to a leader that has a quorum.
     fn connected(&self) -> bool {
-        let window = self.settings.election_timeout;
-        if self.node.is_leader() {
-            let since = self.node.raft.metrics().borrow().millis_since_quorum_ack;
-            since.is_some_and(|millis| Duration::from_millis(millis) <= window)
-        } else {
-            self.node.peers.liveness.leader_heard_within(window)
-        }
+        self.node.in_contact_within(self.settings.election_timeout)
     }
 
     /// The members sharing checks: the committed set, or every member before the leader wrote one.

@@ -27,6 +27,8 @@ pub struct TestNode {
     pub id: u64,
     pub client_addr: String,
     pub peer_addr: String,
+    /// DNS (UDP and TCP), 127.0.0.1:port.
+    pub dns_addr: String,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -54,8 +56,14 @@ impl TestCluster {
     /// before a member binds it; a member that exits at once is then a lost race, not a bug,
     /// and the whole cluster is started again on new ports.
     pub fn start_with(size: usize, extra: &str) -> Self {
+        Self::start_with_dns(size, extra, "")
+    }
+
+    /// Like [`TestCluster::start_with`], with `dns` lines (keys, not a table) added to every
+    /// member's `[dns]` table, which the harness writes to give each member its own DNS port.
+    pub fn start_with_dns(size: usize, extra: &str, dns: &str) -> Self {
         for _ in 0..4 {
-            let mut cluster = Self::start_once(size, extra);
+            let mut cluster = Self::start_once(size, extra, dns);
             std::thread::sleep(Duration::from_millis(300));
             if cluster.nodes.iter_mut().all(|node| {
                 node.child
@@ -69,21 +77,22 @@ impl TestCluster {
                 cluster.logs()
             );
         }
-        Self::start_once(size, extra)
+        Self::start_once(size, extra, dns)
     }
 
-    fn start_once(size: usize, extra: &str) -> Self {
+    fn start_once(size: usize, extra: &str, dns: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addrs: Vec<(String, String)> = (0..size)
+        let addrs: Vec<(String, String, String)> = (0..size)
             .map(|_| {
                 (
+                    format!("127.0.0.1:{}", free_port()),
                     format!("127.0.0.1:{}", free_port()),
                     format!("127.0.0.1:{}", free_port()),
                 )
             })
             .collect();
         let mut members = String::new();
-        for (index, (client, peer)) in addrs.iter().enumerate() {
+        for (index, (client, peer, _)) in addrs.iter().enumerate() {
             members.push_str(&format!(
                 "\n[[initial_members]]\nid = {}\nname = \"node{}\"\npeer = \"{peer}\"\nclient = \"{client}\"\n",
                 index + 1,
@@ -93,12 +102,13 @@ impl TestCluster {
         let nodes = addrs
             .iter()
             .enumerate()
-            .map(|(index, (client, peer))| {
+            .map(|(index, (client, peer, dns_addr))| {
                 let id = index as u64 + 1;
                 let data_dir = dir.path().join(format!("node{id}"));
                 let config = format!(
                     "name = \"node{id}\"\nid = {id}\ndata_dir = \"{}\"\ncluster_token = \"test\"\n\
                      [client]\nlisten = \"{client}\"\n[peer]\nlisten = \"{peer}\"\n\
+                     [dns]\nlisten = \"{dns_addr}\"\n{dns}\n\
                      [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n{members}\n{extra}\n",
                     data_dir.display()
                 );
@@ -108,6 +118,7 @@ impl TestCluster {
                     id,
                     client_addr: client.clone(),
                     peer_addr: peer.clone(),
+                    dns_addr: dns_addr.clone(),
                     config_path,
                     log_path: dir.path().join(format!("node{id}.log")),
                     child: None,
@@ -128,6 +139,7 @@ impl TestCluster {
         let index = self.nodes.len();
         let client = format!("127.0.0.1:{}", free_port());
         let peer = format!("127.0.0.1:{}", free_port());
+        let dns_addr = format!("127.0.0.1:{}", free_port());
         let name = format!("node{}", index + 1);
         let data_dir = self.dir.path().join(&name);
         let mut members = String::new();
@@ -141,6 +153,7 @@ impl TestCluster {
             "name = \"{name}\"\nid = {id}\ndata_dir = \"{}\"\ncluster_token = \"test\"\n\
              initial_cluster_state = \"existing\"\n\
              [client]\nlisten = \"{client}\"\n[peer]\nlisten = \"{peer}\"\n\
+             [dns]\nlisten = \"{dns_addr}\"\n\
              [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n{members}\n",
             data_dir.display()
         );
@@ -150,6 +163,7 @@ impl TestCluster {
             id,
             client_addr: client,
             peer_addr: peer,
+            dns_addr,
             config_path,
             log_path: self.dir.path().join(format!("{name}.log")),
             child: None,
