@@ -15,6 +15,8 @@ use serde::Deserialize;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 /// etcd's default limit on operations per txn branch.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+/// The default space quota: 8 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 8 << 30;
 
 /// The whole configuration of one member.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +53,9 @@ pub struct ServerConfig {
     /// Watch settings.
     #[serde(default)]
     pub watch: WatchConfig,
+    /// Auto-compaction (off by default, as etcd).
+    #[serde(default)]
+    pub compaction: CompactionConfig,
     /// The DNS interface.
     #[serde(default)]
     pub dns: DnsConfig,
@@ -115,6 +120,56 @@ impl Default for RaftConfig {
 pub struct LimitsConfig {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// The space quota (etcd's `--quota-backend-bytes`): above it the NOSPACE alarm is raised.
+    pub quota_backend_bytes: u64,
+}
+
+/// etcd's `--auto-compaction-mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompactionMode {
+    #[default]
+    Off,
+    Revision,
+    Periodic,
+}
+
+/// Auto-compaction (see `compactor`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    pub mode: CompactionMode,
+    /// `revision`: a number of revisions to keep (e.g. "1000"); `periodic`: a duration of
+    /// history to keep ("1h", "30m", "90s").
+    pub retention: String,
+}
+
+impl CompactionConfig {
+    /// The retention of `revision` mode.
+    pub fn retention_revisions(&self) -> Option<i64> {
+        self.retention
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+    }
+
+    /// The retention of `periodic` mode.
+    pub fn retention_duration(&self) -> Option<std::time::Duration> {
+        let text = self.retention.trim();
+        let (number, unit) = if let Some(n) = text.strip_suffix('h') {
+            (n, 3600.0)
+        } else if let Some(n) = text.strip_suffix('m') {
+            (n, 60.0)
+        } else if let Some(n) = text.strip_suffix('s') {
+            (n, 1.0)
+        } else {
+            // etcd: a bare number means hours.
+            (text, 3600.0)
+        };
+        let seconds = number.trim().parse::<f64>().ok()? * unit;
+        (seconds.is_finite() && seconds >= 1.0).then(|| std::time::Duration::from_secs_f64(seconds))
+    }
 }
 
 impl Default for LimitsConfig {
@@ -122,6 +177,7 @@ impl Default for LimitsConfig {
         Self {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
         }
     }
 }
@@ -248,6 +304,7 @@ impl ServerConfig {
             raft: RaftConfig::default(),
             limits: LimitsConfig::default(),
             watch: WatchConfig::default(),
+            compaction: CompactionConfig::default(),
             dns: DnsConfig::default(),
         }
     }
@@ -378,6 +435,22 @@ impl ServerConfig {
         }
         if self.limits.max_txn_ops == 0 || self.limits.max_request_bytes == 0 {
             bail!("limits must be positive");
+        }
+        match self.compaction.mode {
+            CompactionMode::Off => {}
+            CompactionMode::Revision if self.compaction.retention_revisions().is_none() => bail!(
+                "compaction: retention {:?} must be a number of revisions in revision mode",
+                self.compaction.retention
+            ),
+            CompactionMode::Periodic if self.compaction.retention_duration().is_none() => bail!(
+                "compaction: retention {:?} must be a duration of at least 1s (e.g. \"1h\", \
+                 \"30m\") in periodic mode",
+                self.compaction.retention
+            ),
+            _ => {}
+        }
+        if self.limits.quota_backend_bytes == 0 {
+            bail!("limits: quota_backend_bytes must be positive");
         }
         if self.watch.progress_notify_interval_ms == 0 {
             bail!("watch: progress_notify_interval_ms must be positive");

@@ -10,6 +10,7 @@ pub mod catalog_service;
 pub mod catalog_view;
 pub mod checker;
 pub mod cluster_service;
+pub mod compactor;
 pub mod config;
 pub mod dns;
 pub mod join;
@@ -22,6 +23,7 @@ pub mod membership;
 pub mod peer_network;
 pub mod peer_service;
 pub mod proposal_batcher;
+pub mod quota;
 pub mod raft_node;
 pub mod read_barrier;
 pub mod watch_hub;
@@ -229,6 +231,11 @@ pub async fn run(
         election_timeout,
     ));
     let checker_task = tokio::spawn(health_checker.run());
+    let quota_task = tokio::spawn(quota::monitor(
+        node.clone(),
+        config.limits.quota_backend_bytes,
+    ));
+    let compactor_task = tokio::spawn(compactor::run(node.clone(), config.compaction.clone()));
     let dns = dns::DnsServer::start(&config.dns, catalog_view.clone(), node.clone()).await?;
     let peer_task = tokio::spawn(peer_server);
     let client_task = tokio::spawn(client_server);
@@ -261,6 +268,8 @@ pub async fn run(
     keeper_task.abort();
     checker_set_task.abort();
     checker_task.abort();
+    quota_task.abort();
+    compactor_task.abort();
     if let Some(dns) = &dns {
         dns.stop();
     }

@@ -155,6 +155,9 @@ impl RaftNode {
             // new leader.
             return ProposeOutcome::NotLeader;
         }
+        if crate::quota::refused_without_space(&request) && crate::quota::space_exceeded(self) {
+            return ProposeOutcome::Failed(crate::quota::no_space());
+        }
         self.batcher.propose(request).await
     }
 

@@ -23,7 +23,8 @@ pub(crate) const CF_RAFT_STATE: &str = "raft_state";
 pub(crate) const CF_KV: &str = "kv";
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_SNAPSHOT: &str = "snapshot";
-const COLUMN_FAMILIES: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_STATE, CF_KV, CF_META, CF_SNAPSHOT];
+pub(crate) const COLUMN_FAMILIES: [&str; 5] =
+    [CF_RAFT_LOG, CF_RAFT_STATE, CF_KV, CF_META, CF_SNAPSHOT];
 
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 const KEY_MEMBER_ID: &[u8] = b"member_id";
