@@ -23,8 +23,15 @@ use crate::raft_node::RaftNode;
 /// How long a joining member keeps asking the cluster before it gives up.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The identity this member runs with (see the module docs).
+/// The identity this member runs with (see the module docs). A member of a new cluster always
+/// uses the identity its config implies, so storage refuses a data directory of another cluster.
 pub async fn identity(config: &ServerConfig) -> anyhow::Result<Identity> {
+    if config.initial_cluster_state == ClusterState::New {
+        return Ok(Identity {
+            cluster_id: config.cluster_id(),
+            member_id: config.id,
+        });
+    }
     if let Some(stored) = beacon_storage::stored_identity(&config.data_dir)
         .with_context(|| format!("cannot read data directory {}", config.data_dir.display()))?
     {
@@ -38,13 +45,7 @@ pub async fn identity(config: &ServerConfig) -> anyhow::Result<Identity> {
         }
         return Ok(stored);
     }
-    match config.initial_cluster_state {
-        ClusterState::New => Ok(Identity {
-            cluster_id: config.cluster_id(),
-            member_id: config.id,
-        }),
-        ClusterState::Existing => discover(config).await,
-    }
+    discover(config).await
 }
 
 /// Asks the running cluster for its id and checks that it added this member.

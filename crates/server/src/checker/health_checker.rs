@@ -513,9 +513,13 @@ impl HealthChecker {
         if !same_definition {
             existing.tracker = CheckTracker::for_check(&check, self.settings.flap);
             existing.ttl_deadline = ttl_of(&check).map(|ttl| Instant::now() + ttl);
-        } else if existing.tracker.committed_status() != committed_status(&check) {
-            let now = u64::try_from(now_unix_ms()).unwrap_or(0);
-            existing.tracker.committed(committed_status(&check), now);
+        } else {
+            if existing.tracker.committed_status() != committed_status(&check) {
+                let now = u64::try_from(now_unix_ms()).unwrap_or(0);
+                existing.tracker.committed(committed_status(&check), now);
+            }
+            let reason = check.state.as_ref().map_or("", |state| state.reason.as_str());
+            existing.tracker.committed_reason(reason);
         }
         existing.service = instance.service.clone();
         existing.check = check;
