@@ -42,8 +42,8 @@ use crate::history::{seconds, CheckRecord, CompleteOp, Function, OpType};
 use crate::nemesis::FaultRecord;
 use crate::workload::catalog::VALUE_KEY;
 use crate::workload::health::{
-    HealthEntry, Mode, Role, CHECK_ID, FAILURES_BEFORE_CRITICAL, FAILURES_BEFORE_WARNING,
-    INTERVAL_MS, LIVENESS_BOUND, SERVICE, SUCCESS_BEFORE_PASSING, TIMEOUT_MS,
+    HealthEntry, Mode, Role, CHECK_ID, FAILURES_BEFORE_CRITICAL, INTERVAL_MS, LIVENESS_BOUND,
+    SERVICE, SUCCESS_BEFORE_PASSING, TIMEOUT_MS,
 };
 
 /// Slack on every window: commit, apply, the truth watcher's delivery, a busy machine.
@@ -97,6 +97,7 @@ fn hold_possible(changes: &[u64], at: u64) -> bool {
 struct Endpoint {
     role: Option<Role>,
     registered: u64,
+    failures_before_warning: u32,
     /// Mode changes after registration (up at registration).
     flips: Vec<(u64, Mode)>,
     /// Bad paths: (from, until — `u64::MAX` if never removed, node).
@@ -286,11 +287,13 @@ pub fn check(
                 time,
                 endpoint,
                 role,
+                failures_before_warning,
                 ..
             } => {
                 let state = endpoints.entry(endpoint.clone()).or_default();
                 state.role = Some(*role);
                 state.registered = *time;
+                state.failures_before_warning = *failures_before_warning;
             }
             HealthEntry::Flip {
                 time,
@@ -360,11 +363,12 @@ pub fn check(
         u64::from(FAILURES_BEFORE_CRITICAL) * INTERVAL_MS * MS + 2 * TIMEOUT_MS * MS + SLACK;
     let base_passing =
         u64::from(SUCCESS_BEFORE_PASSING) * INTERVAL_MS * MS + TIMEOUT_MS * MS + SLACK;
-    let base_warning =
-        u64::from(FAILURES_BEFORE_WARNING) * INTERVAL_MS * MS + TIMEOUT_MS * MS + SLACK;
     for (name, endpoint) in &endpoints {
         let key = format!("{SERVICE}/{name}");
-        let never_down = matches!(endpoint.role, Some(Role::Steady | Role::BadPath));
+        let never_down = endpoint.role.is_some_and(Role::never_down);
+        let base_warning = u64::from(endpoint.failures_before_warning.max(1)) * INTERVAL_MS * MS
+            + TIMEOUT_MS * MS
+            + SLACK;
         let mut previous: Option<Committed> = None;
         for record in records(&truth, &seen, name) {
             let Some(current) = record else {
@@ -411,7 +415,7 @@ pub fn check(
                     None => check.anomaly(
                         "safety",
                         format!(
-                            "{key} ({}) committed critical {}; faults in force {:.1}–{:.1}s: {}",
+                            "{key} ({}) committed critical at {}; window {:.2}–{:.2}s, faults in it: {}",
                             endpoint.describe_faults(),
                             describe(&current),
                             seconds(from),
@@ -756,6 +760,7 @@ mod tests {
             endpoint: name.to_string(),
             role,
             port: 4000,
+            failures_before_warning: 1,
         }
     }
 

@@ -12,17 +12,19 @@
 //! - **Instances.** Service [`SERVICE`], one instance per endpoint, registered (recorded Register
 //!   ops, so the catalog checks cover them) before the clients start, each with one HTTP check:
 //!   interval [`INTERVAL_MS`], timeout [`TIMEOUT_MS`], success_before_passing
-//!   [`SUCCESS_BEFORE_PASSING`], failures_before_warning [`FAILURES_BEFORE_WARNING`],
-//!   failures_before_critical [`FAILURES_BEFORE_CRITICAL`], initial status critical. No client op
-//!   touches them; the WatchService watchers follow the service too.
+//!   [`SUCCESS_BEFORE_PASSING`], failures_before_critical [`FAILURES_BEFORE_CRITICAL`],
+//!   failures_before_warning 1 or 3 (see [`plans`]), initial status critical. No client op touches
+//!   them; the WatchService watchers follow the service too.
 //! - **Endpoint nemesis** (part of the workload, whatever `--nemesis` says): `s0`, `s1` are always
 //!   up; `b0`–`b2` are always up but get *bad paths* — an nftables rule in one node's namespace
 //!   dropping that node's packets to the endpoint ([`Cluster::set_bad_paths`]) — for 5–12 s at a
 //!   time, 3 of 4 times on the node that probed it most in the last 3 s (its owner); `f0` flips
-//!   down and up slowly (up 8–14 s, down 6–10 s) and keeps whatever state the end of the load
-//!   finds it in; `f1` flips fast (1–3 s; flap damping holds it) and is left up; `d0` goes down once,
-//!   10–20 s in, and stays down. Down is a 503 answer or (one time in three) a hang past the probe
-//!   timeout. When the load stops, bad paths are removed and the final states fixed.
+//!   down and up slowly (up 8–14 s, down 6–10 s); `f1` flips fast (1–3 s; flap damping holds it)
+//!   and is left up when the load stops; `d0` goes down once, 10–20 s in; `h0` stays up. Down is
+//!   a 503 answer or (one time in three) a hang past the probe timeout. When the load stops, bad
+//!   paths are removed; after the heal `f0` flips once more, `d0` comes back and `h0` goes down,
+//!   so the healed cluster has changes to detect, and the endpoints are *settled*: no more
+//!   changes.
 //! - **After the heal**: linearizable GetService of the service every 0.5 s, on each node in turn
 //!   (final reads), until three reads in a row show every check settled as its endpoint implies,
 //!   or [`LIVENESS_BOUND`] + 3 s passed.
@@ -61,8 +63,10 @@ pub const INTERVAL_MS: u64 = 1_000;
 /// The checks' probe timeout.
 pub const TIMEOUT_MS: u64 = 500;
 pub const SUCCESS_BEFORE_PASSING: u32 = 2;
-pub const FAILURES_BEFORE_WARNING: u32 = 1;
 pub const FAILURES_BEFORE_CRITICAL: u32 = 3;
+/// `failures_before_warning` of the endpoints that show single failures as warning; the
+/// others have it equal to `failures_before_critical` (see [`plans`]).
+pub const FAILURES_BEFORE_WARNING: u32 = 1;
 /// `election_timeout_max_ms` of the netns cluster configs.
 pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(2_000);
 /// After the heal (and the endpoints' last change), every check must show what its endpoint
@@ -103,8 +107,17 @@ pub enum Role {
     BadPath,
     /// Down and up on a schedule.
     Flipping,
-    /// Down once, for good.
+    /// Down once during the load, up again after the heal.
     DownOnce,
+    /// Up during the load, down after the heal.
+    DownAfterHeal,
+}
+
+impl Role {
+    /// Up from registration to the end of the run (bad paths aside).
+    pub fn never_down(self) -> bool {
+        matches!(self, Role::Steady | Role::BadPath)
+    }
 }
 
 /// How an endpoint answers now.
@@ -136,6 +149,9 @@ pub enum HealthEntry {
         endpoint: String,
         role: Role,
         port: u16,
+        /// Its check's `failures_before_warning`.
+        #[serde(default)]
+        failures_before_warning: u32,
     },
     /// An endpoint's answer changed.
     Flip {
@@ -191,39 +207,13 @@ enum Plan {
     Flipping {
         up: Range<f64>,
         down: Range<f64>,
-        /// Left up when the load stops (else as the schedule left it).
+        /// Left up when the load stops (else flipped once more after the heal).
         end_up: bool,
     },
     DownOnce {
         after: Range<f64>,
     },
-}
-
-fn plans() -> Vec<(&'static str, Plan)> {
-    vec![
-        ("s0", Plan::Steady),
-        ("s1", Plan::Steady),
-        ("b0", Plan::BadPaths),
-        ("b1", Plan::BadPaths),
-        ("b2", Plan::BadPaths),
-        (
-            "f0",
-            Plan::Flipping {
-                up: 8.0..14.0,
-                down: 6.0..10.0,
-                end_up: false,
-            },
-        ),
-        (
-            "f1",
-            Plan::Flipping {
-                up: 1.0..3.0,
-                down: 1.0..3.0,
-                end_up: true,
-            },
-        ),
-        ("d0", Plan::DownOnce { after: 10.0..20.0 }),
-    ]
+    DownAfterHeal,
 }
 
 impl Plan {
@@ -233,8 +223,57 @@ impl Plan {
             Plan::BadPaths => Role::BadPath,
             Plan::Flipping { .. } => Role::Flipping,
             Plan::DownOnce { .. } => Role::DownOnce,
+            Plan::DownAfterHeal => Role::DownAfterHeal,
         }
     }
+}
+
+/// One endpoint: its name (the instance id), plan, port and its check's
+/// `failures_before_warning`.
+#[derive(Debug, Clone)]
+struct Spec {
+    name: String,
+    plan: Plan,
+    port: u16,
+    failures_before_warning: u32,
+}
+
+/// The endpoints and their `failures_before_warning`. beacond's flap damping holds a check at
+/// warning after more than 5 status changes within 60 s, so most endpoints are set up to change
+/// status rarely, and their checks turn straight to critical (`failures_before_warning` =
+/// `failures_before_critical`): a bad path then changes nothing unless a critical verdict
+/// commits without a second opinion, and the liveness after the heal stays meaningful. `s0`,
+/// `b0`, `f1` and `d0` show single failures as warning (and `b0`, `f1` flap).
+fn plans() -> Vec<(&'static str, Plan, u32)> {
+    let warn = FAILURES_BEFORE_WARNING;
+    let critical = FAILURES_BEFORE_CRITICAL;
+    vec![
+        ("s0", Plan::Steady, warn),
+        ("s1", Plan::Steady, critical),
+        ("b0", Plan::BadPaths, warn),
+        ("b1", Plan::BadPaths, critical),
+        ("b2", Plan::BadPaths, critical),
+        (
+            "f0",
+            Plan::Flipping {
+                up: 8.0..14.0,
+                down: 6.0..10.0,
+                end_up: false,
+            },
+            critical,
+        ),
+        (
+            "f1",
+            Plan::Flipping {
+                up: 1.0..3.0,
+                down: 1.0..3.0,
+                end_up: true,
+            },
+            warn,
+        ),
+        ("d0", Plan::DownOnce { after: 10.0..20.0 }, warn),
+        ("h0", Plan::DownAfterHeal, critical),
+    ]
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -344,8 +383,7 @@ impl PathFaults {
 #[derive(Debug)]
 pub struct Health {
     shared: Arc<Shared>,
-    /// (name, plan, port) of every endpoint.
-    endpoints: Vec<(String, Plan, u16)>,
+    endpoints: Vec<Spec>,
     host: Ipv4Addr,
     shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -364,13 +402,18 @@ impl Health {
         });
         let mut endpoints = Vec::new();
         let mut listeners = Vec::new();
-        for (name, plan) in plans() {
+        for (name, plan, failures_before_warning) in plans() {
             let listener = std::net::TcpListener::bind((host, 0))
                 .with_context(|| format!("binding endpoint {name} on {host}"))?;
             listener.set_nonblocking(true)?;
             let port = listener.local_addr()?.port();
             lock(&shared.modes).insert(name.to_string(), Mode::Up);
-            endpoints.push((name.to_string(), plan, port));
+            endpoints.push(Spec {
+                name: name.to_string(),
+                plan,
+                port,
+                failures_before_warning,
+            });
             listeners.push((name.to_string(), listener));
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -418,21 +461,21 @@ impl Health {
     pub fn instances(&self) -> Vec<Instance> {
         self.endpoints
             .iter()
-            .map(|(name, _, port)| Instance {
+            .map(|spec| Instance {
                 service: SERVICE.to_string(),
-                id: name.clone(),
+                id: spec.name.clone(),
                 address: self.host.to_string(),
-                port: u32::from(*port),
+                port: u32::from(spec.port),
                 checks: vec![Check {
                     id: CHECK_ID.to_string(),
                     kind: Some(check::Kind::Http(HttpCheck {
-                        url: format!("http://{}:{port}/health", self.host),
+                        url: format!("http://{}:{}/health", self.host, spec.port),
                         ..Default::default()
                     })),
                     interval_ms: INTERVAL_MS,
                     timeout_ms: TIMEOUT_MS,
                     success_before_passing: SUCCESS_BEFORE_PASSING,
-                    failures_before_warning: FAILURES_BEFORE_WARNING,
+                    failures_before_warning: spec.failures_before_warning,
                     failures_before_critical: FAILURES_BEFORE_CRITICAL,
                     initial_status: HealthStatus::Critical as i32,
                     ..Default::default()
@@ -446,12 +489,13 @@ impl Health {
     /// nemesis; it stops with `stop`, leaving the final modes in place.
     pub fn start_nemesis(&self, cluster: Arc<Mutex<Cluster>>, seed: u64, stop: Arc<AtomicBool>) {
         let now = self.shared.history.now();
-        for (name, plan, port) in &self.endpoints {
+        for spec in &self.endpoints {
             self.shared.record(HealthEntry::Endpoint {
                 time: now,
-                endpoint: name.clone(),
-                role: plan.role(),
-                port: *port,
+                endpoint: spec.name.clone(),
+                role: spec.plan.role(),
+                port: spec.port,
+                failures_before_warning: spec.failures_before_warning,
             });
         }
         let nodes = self.shared.node_ips.len();
@@ -461,18 +505,19 @@ impl Health {
             blocked: tokio::sync::Mutex::new(vec![BTreeSet::new(); nodes]),
         });
         let mut tasks = lock(&self.tasks);
-        for (index, (name, plan, port)) in self.endpoints.iter().enumerate() {
+        for (index, spec) in self.endpoints.iter().enumerate() {
             let shared = self.shared.clone();
-            let name = name.clone();
+            let name = spec.name.clone();
+            let port = spec.port;
             let stop = stop.clone();
             let seed = seed.wrapping_mul(7_919).wrapping_add(index as u64);
-            let task = match plan.clone() {
-                Plan::Steady => continue,
+            let task = match spec.plan.clone() {
+                Plan::Steady | Plan::DownAfterHeal => continue,
                 Plan::BadPaths => tokio::spawn(bad_paths(
                     shared,
                     faults.clone(),
                     name,
-                    *port,
+                    port,
                     nodes,
                     seed,
                     stop,
@@ -488,14 +533,25 @@ impl Health {
         }
     }
 
-    /// After the load stopped: waits for the nemesis to remove its bad paths and fix the final
-    /// modes, and records the settle time.
+    /// After the load stopped and the cluster healed: waits for the nemesis to remove its bad
+    /// paths and fix the final modes, flips the slow flipper once more (so the healed cluster
+    /// has a change to detect), and records the settle time.
     pub async fn settle(&self) {
         let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
         for task in tasks {
             if let Err(error) = task.await {
                 eprintln!("jepsen-tests: endpoint nemesis task: {error}");
             }
+        }
+        for spec in &self.endpoints {
+            let up = self.shared.mode(&spec.name).is_up();
+            let mode = match spec.plan {
+                Plan::Flipping { end_up: false, .. } if up => Mode::Failing,
+                Plan::Flipping { end_up: false, .. } | Plan::DownOnce { .. } => Mode::Up,
+                Plan::DownAfterHeal => Mode::Failing,
+                _ => continue,
+            };
+            self.shared.set_mode(&spec.name, mode);
         }
         self.shared.record(HealthEntry::Settle {
             time: self.shared.history.now(),
@@ -505,11 +561,11 @@ impl Health {
     /// Whether `instances` (a GetService answer) shows every endpoint's check settled as its
     /// current mode implies ([`crate::checker::health::settled`]).
     pub fn settled(&self, instances: &[crate::history::InstanceRecord]) -> bool {
-        self.endpoints.iter().all(|(name, _, _)| {
-            let up = self.shared.mode(name).is_up();
+        self.endpoints.iter().all(|spec| {
+            let up = self.shared.mode(&spec.name).is_up();
             instances
                 .iter()
-                .find(|instance| instance.id == *name)
+                .find(|instance| instance.id == spec.name)
                 .and_then(|instance| instance.checks.iter().find(|check| check.id == CHECK_ID))
                 .is_some_and(|check| crate::checker::health::settled(up, check))
         })
