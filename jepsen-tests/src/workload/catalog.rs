@@ -24,8 +24,12 @@
 //! - **After the heal**: GetService on every node (linearizable, recorded as final reads), the
 //!   final prefix reads, then rounds of serializable GetService on every node until all report
 //!   the same revision (`catalog-convergence.jsonl`).
+//! - **Health** (`--workload health`, [`health`]): also the instances of `jepsen-h`, with HTTP
+//!   checks against endpoints this process serves and an endpoint nemesis; the watchers and the
+//!   final reads cover that service too, and before the final reads the health checks are given
+//!   time to settle after the heal.
 //!
-//! [`crate::checker::catalog`] judges all of it.
+//! [`crate::checker::catalog`] judges all of it ([`crate::checker::health`] the health part).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};

@@ -13,7 +13,7 @@
 //!   ops, so the catalog checks cover them) before the clients start, each with one HTTP check:
 //!   interval [`INTERVAL_MS`], timeout [`TIMEOUT_MS`], success_before_passing
 //!   [`SUCCESS_BEFORE_PASSING`], failures_before_critical [`FAILURES_BEFORE_CRITICAL`],
-//!   failures_before_warning 1 or 3 (see [`plans`]), initial status critical. No client op touches
+//!   failures_before_warning 1 or 3 (see `plans`), initial status critical. No client op touches
 //!   them; the WatchService watchers follow the service too.
 //! - **Endpoint nemesis** (part of the workload, whatever `--nemesis` says): `s0`, `s1` are always
 //!   up; `b0`–`b2` are always up but get *bad paths* — an nftables rule in one node's namespace
@@ -65,7 +65,7 @@ pub const TIMEOUT_MS: u64 = 500;
 pub const SUCCESS_BEFORE_PASSING: u32 = 2;
 pub const FAILURES_BEFORE_CRITICAL: u32 = 3;
 /// `failures_before_warning` of the endpoints that show single failures as warning; the
-/// others have it equal to `failures_before_critical` (see [`plans`]).
+/// others have it equal to `failures_before_critical` (see `plans`).
 pub const FAILURES_BEFORE_WARNING: u32 = 1;
 /// `election_timeout_max_ms` of the netns cluster configs.
 pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(2_000);
@@ -128,7 +128,7 @@ pub enum Mode {
     Up,
     /// 503.
     Failing,
-    /// 503 after [`HANG`], long past the probe timeout.
+    /// 503 after `HANG` (1.5 s), long past the probe timeout.
     Hanging,
 }
 
