@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// Watch settings.
     #[serde(default)]
     pub watch: WatchConfig,
+    /// The HTTP endpoint: metrics and health.
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 /// A listen address and the address other members and clients should use.
@@ -125,6 +128,23 @@ impl Default for WatchConfig {
     }
 }
 
+/// The HTTP endpoint (`[http]`): `/metrics`, `/health`, `/livez`, `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// IP:port to bind. Loopback by default, like the client listener (etcd's port for
+    /// `--listen-metrics-urls`, 2381).
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:2381".into(),
+        }
+    }
+}
+
 fn default_cluster_token() -> String {
     "beacon-cluster".to_string()
 }
@@ -150,6 +170,7 @@ impl ServerConfig {
             raft: RaftConfig::default(),
             limits: LimitsConfig::default(),
             watch: WatchConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 
@@ -220,6 +241,13 @@ impl ServerConfig {
         }
         parse_listen(&self.client.listen, "client.listen")?;
         parse_listen(&self.peer.listen, "peer.listen")?;
+        parse_listen(&self.http.listen, "http.listen")?;
+        if self.http.listen == self.client.listen || self.http.listen == self.peer.listen {
+            bail!(
+                "http.listen {} is also the client or peer address",
+                self.http.listen
+            );
+        }
         parse_host_port(self.client_advertise(), "client.advertise")?;
         parse_host_port(self.peer_advertise(), "peer.advertise")?;
         let mut ids = HashSet::new();
@@ -398,6 +426,20 @@ mod tests {
         let mut config = three_nodes();
         config.id = 7;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn http_defaults_and_bad_values() {
+        let config = three_nodes();
+        assert_eq!(config.http.listen, "127.0.0.1:2381");
+        let mut config = three_nodes();
+        config.http.listen = "localhost:2381".into();
+        let error = config.validate().expect_err("not an IP").to_string();
+        assert!(error.contains("http.listen"), "{error}");
+        let mut config = three_nodes();
+        config.http.listen = config.client.listen.clone();
+        let error = config.validate().expect_err("same port").to_string();
+        assert!(error.contains("http.listen"), "{error}");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! `beacond`: one member of a Beacon cluster.
 //!
 //! [`run`] is the single entry point for the binary and for tests: it validates the config,
-//! opens the member's RocksDB database, starts openraft, serves the peer protocol (port 2380)
-//! and the client APIs (port 2379), bootstraps a pristine cluster, and stops gracefully when
-//! `shutdown` resolves.
+//! opens the member's RocksDB database, starts openraft, serves the peer protocol (port 2380),
+//! the client APIs (port 2379) and metrics and health over HTTP (port 2381), bootstraps a
+//! pristine cluster, and stops gracefully when `shutdown` resolves.
 
 pub mod api_error;
 pub mod catalog_service;
@@ -16,6 +16,7 @@ pub mod lease_keeper;
 pub mod lease_service;
 pub mod liveness;
 pub mod maintenance_service;
+pub mod observability;
 pub mod peer_network;
 pub mod peer_service;
 pub mod proposal_batcher;
@@ -74,6 +75,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     config.prepare_data_dir()?;
+    // Before anything is instrumented (the storage threads record from their first fsync).
+    let prometheus = observability::install()?;
     let identity = Identity {
         cluster_id: config.cluster_id(),
         member_id: config.id,
@@ -97,6 +100,9 @@ pub async fn run(
     let peer_listener = TcpListener::bind(&config.peer.listen)
         .await
         .with_context(|| format!("cannot listen for peers on {}", config.peer.listen))?;
+    let http_listener = TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
 
     let raft_config = openraft::Config {
         cluster_name: format!("{:016x}", identity.cluster_id),
@@ -202,6 +208,7 @@ pub async fn run(
         .await;
     let client_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(observability::grpc_metrics::GrpcMetricsLayer::new())
         .add_service(health_service)
         .add_service(
             KvServer::new(KvService { node: node.clone() }).max_decoding_message_size(max_message),
@@ -219,7 +226,19 @@ pub async fn run(
         .add_service(MaintenanceServer::new(MaintenanceService {
             node: node.clone(),
         }))
-        .serve_with_incoming_shutdown(incoming(client_listener)?, until_stopped(stopped));
+        .serve_with_incoming_shutdown(incoming(client_listener)?, until_stopped(stopped.clone()));
+    let http_server = observability::http_endpoint::serve(
+        http_listener,
+        Arc::new(observability::http_endpoint::HttpState {
+            sources: observability::member_metrics::ScrapeSources {
+                node: node.clone(),
+                leases: lease_keeper.clone(),
+                catalog: catalog_view.clone(),
+            },
+            prometheus: prometheus.clone(),
+        }),
+        until_stopped(stopped),
+    );
 
     let keeper_task = tokio::spawn(lease_keeper.run(node.clone()));
     let checker_set_task = tokio::spawn(checker::checker_set::maintain(
@@ -230,6 +249,14 @@ pub async fn run(
     let checker_task = tokio::spawn(health_checker.run());
     let peer_task = tokio::spawn(peer_server);
     let client_task = tokio::spawn(client_server);
+    let http_task = tokio::spawn(http_server);
+    let metrics_tasks = [
+        tokio::spawn(observability::member_metrics::follow_raft(
+            raft.clone(),
+            config.id,
+        )),
+        observability::spawn_upkeep(prometheus),
+    ];
 
     bootstrap(&raft, &config).await?;
     tracing::info!(
@@ -238,6 +265,7 @@ pub async fn run(
         cluster_id = %format!("{:016x}", identity.cluster_id),
         client = %config.client_advertise(),
         peer = %config.peer_advertise(),
+        http = %config.http.listen,
         "beacond started"
     );
 
@@ -247,6 +275,7 @@ pub async fn run(
     keeper_task.abort();
     checker_set_task.abort();
     checker_task.abort();
+    metrics_tasks.iter().for_each(|task| task.abort());
     // Graceful shutdown waits for open streams to end, and a watch never ends by itself: give
     // requests in flight a moment, then drop whatever is still connected.
     let (mut peer_task, mut client_task) = (peer_task, client_task);
@@ -263,6 +292,8 @@ pub async fn run(
             None
         }
     };
+    // Probes and scrapes are short; a /health read barrier waits at most two seconds.
+    http_task.abort();
     if let Err(error) = raft.shutdown().await {
         tracing::warn!(%error, "raft did not shut down cleanly");
     }

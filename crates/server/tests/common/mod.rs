@@ -27,6 +27,8 @@ pub struct TestNode {
     pub id: u64,
     pub client_addr: String,
     pub peer_addr: String,
+    /// Metrics and health (HTTP), 127.0.0.1:port.
+    pub http_addr: String,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -74,16 +76,17 @@ impl TestCluster {
 
     fn start_once(size: usize, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addrs: Vec<(String, String)> = (0..size)
+        let addrs: Vec<(String, String, String)> = (0..size)
             .map(|_| {
                 (
+                    format!("127.0.0.1:{}", free_port()),
                     format!("127.0.0.1:{}", free_port()),
                     format!("127.0.0.1:{}", free_port()),
                 )
             })
             .collect();
         let mut members = String::new();
-        for (index, (client, peer)) in addrs.iter().enumerate() {
+        for (index, (client, peer, _)) in addrs.iter().enumerate() {
             members.push_str(&format!(
                 "\n[[initial_members]]\nid = {}\nname = \"node{}\"\npeer = \"{peer}\"\nclient = \"{client}\"\n",
                 index + 1,
@@ -93,12 +96,13 @@ impl TestCluster {
         let nodes = addrs
             .iter()
             .enumerate()
-            .map(|(index, (client, peer))| {
+            .map(|(index, (client, peer, http))| {
                 let id = index as u64 + 1;
                 let data_dir = dir.path().join(format!("node{id}"));
                 let config = format!(
                     "name = \"node{id}\"\nid = {id}\ndata_dir = \"{}\"\ncluster_token = \"test\"\n\
                      [client]\nlisten = \"{client}\"\n[peer]\nlisten = \"{peer}\"\n\
+                     [http]\nlisten = \"{http}\"\n\
                      [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n{members}\n{extra}\n",
                     data_dir.display()
                 );
@@ -108,6 +112,7 @@ impl TestCluster {
                     id,
                     client_addr: client.clone(),
                     peer_addr: peer.clone(),
+                    http_addr: http.clone(),
                     config_path,
                     log_path: dir.path().join(format!("node{id}.log")),
                     child: None,
