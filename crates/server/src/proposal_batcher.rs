@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::api_error::ApiError;
-use crate::observability::{PROPOSALS_FAILED, PROPOSALS_PENDING};
+use crate::observability::{count_failed_proposals, PROPOSALS_PENDING};
 use crate::raft_node::REQUEST_TIMEOUT;
 
 /// Most writes in one entry.
@@ -194,7 +194,7 @@ async fn propose_batch(
         "batch applied"
     );
     let Ok(written) = written else {
-        count_failed(&ApiError::Timeout, count);
+        count_failed_proposals(&ApiError::Timeout, count);
         for reply in replies {
             let _ = reply.send(ProposeOutcome::Failed(ApiError::Timeout));
         }
@@ -223,20 +223,9 @@ async fn propose_batch(
         Err(RaftError::Fatal(_)) => ProposeOutcome::Failed(ApiError::Stopped),
     };
     if let ProposeOutcome::Failed(error) = &shared {
-        count_failed(error, count);
+        count_failed_proposals(error, count);
     }
     for reply in replies {
         let _ = reply.send(shared.clone());
     }
-}
-
-/// Counts `writes` proposed writes that failed (`beacon_server_proposals_failed_total`).
-fn count_failed(error: &ApiError, writes: usize) {
-    let reason = match error {
-        ApiError::Timeout => "timeout",
-        ApiError::LeaderChanged => "leader_changed",
-        ApiError::Stopped => "stopped",
-        _ => "internal",
-    };
-    metrics::counter!(PROPOSALS_FAILED, "reason" => reason).increment(writes as u64);
 }

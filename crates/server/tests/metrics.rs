@@ -596,6 +596,14 @@ async fn metrics_endpoint_reports_the_cluster() {
             committed - applied
         );
         assert_eq!(scrape.sum("beacon_server_proposals_failed_total", &[]), 0.0);
+        // Small known label sets are listed at 0 before their first event.
+        let failed = [("reason", "timeout")];
+        assert_eq!(
+            scrape.value("beacon_server_proposals_failed_total", &failed),
+            0.0
+        );
+        let grpc_warning = [("kind", "grpc"), ("result", "warning")];
+        assert_eq!(scrape.value("beacon_check_runs_total", &grpc_warning), 0.0);
         // Every member fsynced its log and applied entries: histograms with samples.
         for histogram in [
             "beacon_disk_wal_fsync_duration_seconds",

@@ -20,6 +20,8 @@ use beacon_proto::beacon::v1::{check, Check, HealthStatus};
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::api_error::ApiError;
+
 pub const HAS_LEADER: &str = "beacon_server_has_leader";
 pub const IS_LEADER: &str = "beacon_server_is_leader";
 pub const TERM: &str = "beacon_server_term";
@@ -69,10 +71,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
                 .install_recorder()
                 .map_err(|error| error.to_string())?;
             describe();
-            // Listed from the start (at 0), not only once the first watch opens.
-            for gauge in [WATCH_STREAMS, WATCHERS] {
-                metrics::gauge!(gauge).set(0.0);
-            }
+            list_from_start();
             Ok(handle)
         })
         .clone()
@@ -89,6 +88,49 @@ pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
             handle.run_upkeep();
         }
     })
+}
+
+/// Why a proposed write failed: the `reason` label of [`PROPOSALS_FAILED`].
+fn failure_reason(error: &ApiError) -> &'static str {
+    match error {
+        ApiError::Timeout => "timeout",
+        ApiError::LeaderChanged => "leader_changed",
+        ApiError::Stopped => "stopped",
+        _ => "internal",
+    }
+}
+
+/// Counts `writes` proposed writes that ended with `error`.
+pub fn count_failed_proposals(error: &ApiError, writes: usize) {
+    metrics::counter!(PROPOSALS_FAILED, "reason" => failure_reason(error)).increment(writes as u64);
+}
+
+/// Series with a known, small label set are listed at 0 from the start, so a rate or an alert
+/// works before the first event (and a missing series means a missing member).
+fn list_from_start() {
+    for gauge in [WATCH_STREAMS, WATCHERS] {
+        metrics::gauge!(gauge).set(0.0);
+    }
+    let errors = [
+        ApiError::Timeout,
+        ApiError::LeaderChanged,
+        ApiError::Stopped,
+        ApiError::Internal(String::new()),
+    ];
+    for error in &errors {
+        count_failed_proposals(error, 0);
+    }
+    let statuses = [
+        HealthStatus::Passing,
+        HealthStatus::Warning,
+        HealthStatus::Critical,
+    ];
+    for kind in ["http", "tcp", "grpc", "ttl"] {
+        for status in statuses.map(health_label) {
+            metrics::counter!(CHECK_RUNS, "kind" => kind, "result" => status).increment(0);
+            metrics::counter!(CHECK_TRANSITIONS, "kind" => kind, "status" => status).increment(0);
+        }
+    }
 }
 
 /// The `health`/`status`/`result` label of a health status.
