@@ -81,7 +81,7 @@ fn free_port() -> (TcpListener, u16) {
 /// below the kernel's ephemeral range (32768 and up): a port from bind(0) is released before the
 /// server binds it, and in that window any outgoing connection of a concurrently running test can
 /// take it as its source port ("address already in use"). Ports here are never handed out as
-/// source ports; the local cluster's 22379/22380 and 28600 (DNS) are skipped.
+/// source ports; the local cluster's 22379/22380/22381 and 28600 (DNS) are skipped.
 pub fn free_listen_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -94,7 +94,7 @@ pub fn free_listen_port() -> u16 {
         let step = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = 20_000 + (seed.wrapping_add(step.wrapping_mul(7_919)) % 12_000);
         let port = u16::try_from(port).expect("below 32000");
-        if matches!(port, 22_379 | 22_380 | 28_600) {
+        if matches!(port, 22_379..=22_381 | 28_600) {
             continue;
         }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -299,16 +299,16 @@ pub fn start_beacon_cluster(size: usize, extra: &str) -> Option<Vec<ServerProces
     let directory = Arc::new(tempfile::tempdir().expect("create a temp dir for beacond"));
     // Hold every listener until all ports are chosen, so no two members get the same port.
     let ports: Vec<_> = (0..size)
-        .map(|_| (free_port(), free_port(), free_port()))
+        .map(|_| (free_port(), free_port(), free_port(), free_port()))
         .collect();
-    let ports: Vec<(u16, u16, u16)> = ports
+    let ports: Vec<(u16, u16, u16, u16)> = ports
         .into_iter()
-        .map(|((_, client), (_, peer), (_, dns))| (client, peer, dns))
+        .map(|((_, client), (_, peer), (_, dns), (_, http))| (client, peer, dns, http))
         .collect();
     let initial_members: String = ports
         .iter()
         .enumerate()
-        .map(|(index, (client, peer, _))| {
+        .map(|(index, (client, peer, _, _))| {
             let id = index + 1;
             format!(
                 "\n[[initial_members]]\nid = {id}\nname = \"node{id}\"\n\
@@ -319,7 +319,7 @@ pub fn start_beacon_cluster(size: usize, extra: &str) -> Option<Vec<ServerProces
     let mut members: Vec<ServerProcess> = ports
         .iter()
         .enumerate()
-        .map(|(index, (client, peer, dns))| {
+        .map(|(index, (client, peer, dns, http))| {
             let id = index + 1;
             let data_dir = directory.path().join(format!("node{id}"));
             let config = format!(
@@ -327,6 +327,7 @@ pub fn start_beacon_cluster(size: usize, extra: &str) -> Option<Vec<ServerProces
                  cluster_token = \"beacon-client-test\"\n\
                  [client]\nlisten = \"127.0.0.1:{client}\"\n[peer]\nlisten = \"127.0.0.1:{peer}\"\n\
                  [dns]\nlisten = \"127.0.0.1:{dns}\"\n\
+                 [http]\nlisten = \"127.0.0.1:{http}\"\n\
                  [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\n\
                  election_timeout_max_ms = 600\n{initial_members}\n{extra}\n",
                 data_dir.display()

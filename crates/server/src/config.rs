@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// The DNS interface.
     #[serde(default)]
     pub dns: DnsConfig,
+    /// The HTTP endpoint: metrics and health.
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 /// etcd's `--initial-cluster-state`.
@@ -235,6 +238,23 @@ impl Default for DnsConfig {
     }
 }
 
+/// The HTTP endpoint (`[http]`): `/metrics`, `/health`, `/livez`, `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// IP:port to bind. Loopback by default, like the client listener (etcd's port for
+    /// `--listen-metrics-urls`, 2381).
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:2381".into(),
+        }
+    }
+}
+
 /// Longest `dns.domain` accepted, so that every name under it (service, tag, instance id) fits
 /// DNS's 255-byte limit.
 const MAX_DNS_DOMAIN_LEN: usize = 64;
@@ -306,6 +326,7 @@ impl ServerConfig {
             watch: WatchConfig::default(),
             compaction: CompactionConfig::default(),
             dns: DnsConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 
@@ -376,6 +397,13 @@ impl ServerConfig {
         }
         parse_listen(&self.client.listen, "client.listen")?;
         parse_listen(&self.peer.listen, "peer.listen")?;
+        parse_listen(&self.http.listen, "http.listen")?;
+        if self.http.listen == self.client.listen || self.http.listen == self.peer.listen {
+            bail!(
+                "http.listen {} is also the client or peer address",
+                self.http.listen
+            );
+        }
         parse_host_port(self.client_advertise(), "client.advertise")?;
         parse_host_port(self.peer_advertise(), "peer.advertise")?;
         let mut ids = HashSet::new();
@@ -614,6 +642,20 @@ mod tests {
         config
             .validate()
             .expect("a disabled DNS section is not checked");
+    }
+
+    #[test]
+    fn http_defaults_and_bad_values() {
+        let config = three_nodes();
+        assert_eq!(config.http.listen, "127.0.0.1:2381");
+        let mut config = three_nodes();
+        config.http.listen = "localhost:2381".into();
+        let error = config.validate().expect_err("not an IP").to_string();
+        assert!(error.contains("http.listen"), "{error}");
+        let mut config = three_nodes();
+        config.http.listen = config.client.listen.clone();
+        let error = config.validate().expect_err("same port").to_string();
+        assert!(error.contains("http.listen"), "{error}");
     }
 
     #[test]

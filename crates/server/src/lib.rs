@@ -1,9 +1,9 @@
 //! `beacond`: one member of a Beacon cluster.
 //!
 //! [`run`] is the single entry point for the binary and for tests: it validates the config,
-//! opens the member's RocksDB database, starts openraft, serves the peer protocol (port 2380)
-//! and the client APIs (port 2379), bootstraps a pristine cluster, and stops gracefully when
-//! `shutdown` resolves.
+//! opens the member's RocksDB database, starts openraft, serves the peer protocol (port 2380),
+//! the client APIs (port 2379) and metrics and health over HTTP (port 2381), bootstraps a
+//! pristine cluster, and stops gracefully when `shutdown` resolves.
 
 pub mod api_error;
 pub mod catalog_service;
@@ -20,6 +20,7 @@ pub mod lease_service;
 pub mod liveness;
 pub mod maintenance_service;
 pub mod membership;
+pub mod observability;
 pub mod peer_network;
 pub mod peer_service;
 pub mod proposal_batcher;
@@ -78,6 +79,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     config.prepare_data_dir()?;
+    // Before anything is instrumented (the storage threads record from their first fsync).
+    let prometheus = observability::install()?;
     let identity = join::identity(&config).await?;
     let mut opened = beacon_storage::open(&config.data_dir, identity)
         .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
@@ -98,6 +101,9 @@ pub async fn run(
     let peer_listener = TcpListener::bind(&config.peer.listen)
         .await
         .with_context(|| format!("cannot listen for peers on {}", config.peer.listen))?;
+    let http_listener = TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
 
     let raft_config = openraft::Config {
         cluster_name: format!("{:016x}", identity.cluster_id),
@@ -205,6 +211,7 @@ pub async fn run(
         .await;
     let client_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(observability::grpc_metrics::GrpcMetricsLayer::new())
         .add_service(health_service)
         .add_service(
             KvServer::new(KvService { node: node.clone() }).max_decoding_message_size(max_message),
@@ -222,7 +229,19 @@ pub async fn run(
         .add_service(MaintenanceServer::new(MaintenanceService {
             node: node.clone(),
         }))
-        .serve_with_incoming_shutdown(incoming(client_listener)?, until_stopped(stopped));
+        .serve_with_incoming_shutdown(incoming(client_listener)?, until_stopped(stopped.clone()));
+    let http_server = observability::http_endpoint::serve(
+        http_listener,
+        Arc::new(observability::http_endpoint::HttpState {
+            sources: observability::member_metrics::ScrapeSources {
+                node: node.clone(),
+                leases: lease_keeper.clone(),
+                catalog: catalog_view.clone(),
+            },
+            prometheus: prometheus.clone(),
+        }),
+        until_stopped(stopped),
+    );
 
     let keeper_task = tokio::spawn(lease_keeper.run(node.clone()));
     let checker_set_task = tokio::spawn(checker::checker_set::maintain(
@@ -239,6 +258,14 @@ pub async fn run(
     let dns = dns::DnsServer::start(&config.dns, catalog_view.clone(), node.clone()).await?;
     let peer_task = tokio::spawn(peer_server);
     let client_task = tokio::spawn(client_server);
+    let http_task = tokio::spawn(http_server);
+    let metrics_tasks = [
+        tokio::spawn(observability::member_metrics::follow_raft(
+            raft.clone(),
+            config.id,
+        )),
+        observability::spawn_upkeep(prometheus),
+    ];
 
     if config.initial_cluster_state == config::ClusterState::New {
         bootstrap(&raft, &config).await?;
@@ -255,6 +282,7 @@ pub async fn run(
         cluster_id = %format!("{:016x}", identity.cluster_id),
         client = %config.client_advertise(),
         peer = %config.peer_advertise(),
+        http = %config.http.listen,
         "beacond started"
     );
 
@@ -273,6 +301,7 @@ pub async fn run(
     if let Some(dns) = &dns {
         dns.stop();
     }
+    metrics_tasks.iter().for_each(|task| task.abort());
     // Graceful shutdown waits for open streams to end, and a watch never ends by itself: give
     // requests in flight a moment, then drop whatever is still connected.
     let (mut peer_task, mut client_task) = (peer_task, client_task);
@@ -289,6 +318,8 @@ pub async fn run(
             None
         }
     };
+    // Probes and scrapes are short; a /health read barrier waits at most two seconds.
+    http_task.abort();
     if let Err(error) = raft.shutdown().await {
         tracing::warn!(%error, "raft did not shut down cleanly");
     }

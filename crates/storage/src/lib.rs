@@ -9,6 +9,9 @@
 //!   [`beacon_mvcc::KvStore`] and writes the resulting records together with the applied log id in
 //!   one atomic batch, so a restart neither loses nor re-applies anything.
 //! - [`Identity`] is the cluster and member id a data directory belongs to.
+//!
+//! Timings are recorded through the `metrics` facade (names below); the server installs the
+//! recorder and serves them, so nothing here knows about Prometheus or HTTP.
 
 mod command;
 mod db;
@@ -24,3 +27,8 @@ pub use state_machine::{AppliedChanges, ApplyListener, KvReader, StateMachineSto
 
 /// openraft's node id: the etcd member id of a Beacon member.
 pub type NodeId = u64;
+
+/// Histogram: seconds each group fsync of the write-ahead log took (the Raft log's durability).
+pub const METRIC_WAL_FSYNC_SECONDS: &str = "beacon_disk_wal_fsync_duration_seconds";
+/// Histogram: seconds each `apply` call took (a run of committed entries, RocksDB write included).
+pub const METRIC_APPLY_SECONDS: &str = "beacon_server_apply_duration_seconds";

@@ -501,6 +501,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let db = self.reader.db.clone();
         let mut state = self.reader.write();
         let mut responses = Vec::new();
@@ -559,6 +560,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         db.write(batch)
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         self.notify(&state, events, lease_changes, false);
+        metrics::histogram!(crate::METRIC_APPLY_SECONDS).record(started.elapsed());
         Ok(responses)
     }
 

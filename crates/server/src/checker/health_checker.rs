@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::catalog_service::compare_and_swap;
 use crate::catalog_view::{CatalogView, ViewChange};
 use crate::checker::probe::{ProbeResult, Prober};
+use crate::observability::{check_kind_label, health_label, CHECK_RUNS, CHECK_TRANSITIONS};
 use crate::raft_node::RaftNode;
 
 /// Probes running at once on this member.
@@ -221,6 +222,8 @@ impl HealthChecker {
                 member_id: self.node.identity.member_id,
             },
         );
+        metrics::counter!(CHECK_RUNS, "kind" => "ttl", "result" => health_label(status))
+            .increment(1);
         let _ = self.touches.send(check_key(service, instance_id, check_id));
     }
 
@@ -544,6 +547,8 @@ impl HealthChecker {
         let Some(check) = owned.get_mut(&key) else {
             return;
         };
+        let (kind, result_label) = (check_kind_label(&check.check), health_label(result.status));
+        metrics::counter!(CHECK_RUNS, "kind" => kind, "result" => result_label).increment(1);
         self.reports().insert(
             (
                 check.service.clone(),
@@ -698,6 +703,9 @@ impl HealthChecker {
             .await
         {
             Ok(WriteResponse::Txn(response)) if response.succeeded => {
+                let kind = check_kind_label(definition);
+                metrics::counter!(CHECK_TRANSITIONS, "kind" => kind, "status" => health_label(status))
+                    .increment(1);
                 tracing::info!(service, instance = instance_id, check = check_id, status = ?status, "check status changed");
             }
             Ok(_) => tracing::debug!(

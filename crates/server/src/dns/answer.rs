@@ -221,7 +221,7 @@ impl Responder {
     ) -> bool {
         out.clear();
         if packet.len() < HEADER_LEN || packet[2] & 0x80 != 0 {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.count_dropped();
             return false;
         }
         let request = match Message::from_vec(packet) {
@@ -234,7 +234,7 @@ impl Responder {
             }
         };
         if request.metadata.message_type != MessageType::Query {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.count_dropped();
             return false;
         }
         let mut metadata = Metadata::new(
@@ -312,7 +312,7 @@ impl Responder {
             Err(error) => {
                 tracing::warn!(%error, "cannot encode a DNS error answer");
                 out.clear();
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.count_dropped();
                 false
             }
         }

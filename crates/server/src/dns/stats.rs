@@ -1,8 +1,9 @@
 //! [`DnsStats`]: counters of this member's DNS answers by response code, kept with relaxed
-//! atomics so the hot path pays one uncontended add per query. Read with [`DnsStats::snapshot`]
-//! (for logs today, a metrics endpoint later).
+//! atomics so the hot path pays one uncontended add per query. Read with [`DnsStats::snapshot`];
+//! also exported as `beacon_dns_queries_total{result}` through cached metric handles.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use hickory_proto::op::ResponseCode;
 
@@ -37,15 +38,22 @@ pub struct DnsStatsSnapshot {
 impl DnsStats {
     /// Counts one answer with `code`.
     pub fn count(&self, code: ResponseCode) {
-        let counter = match code {
-            ResponseCode::NoError => &self.no_error,
-            ResponseCode::NXDomain => &self.nx_domain,
-            ResponseCode::Refused => &self.refused,
-            ResponseCode::FormErr => &self.form_err,
-            ResponseCode::NotImp => &self.not_imp,
-            _ => &self.serv_fail,
+        let (counter, index) = match code {
+            ResponseCode::NoError => (&self.no_error, 0),
+            ResponseCode::NXDomain => (&self.nx_domain, 1),
+            ResponseCode::Refused => (&self.refused, 2),
+            ResponseCode::FormErr => (&self.form_err, 4),
+            ResponseCode::NotImp => (&self.not_imp, 5),
+            _ => (&self.serv_fail, 3),
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        exported()[index].increment(1);
+    }
+
+    /// Counts one packet dropped without an answer.
+    pub fn count_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        exported()[6].increment(1);
     }
 
     pub fn snapshot(&self) -> DnsStatsSnapshot {
@@ -61,4 +69,15 @@ impl DnsStats {
             truncated: load(&self.truncated),
         }
     }
+}
+
+/// The exported counters by result, registered once (after beacond installed its recorder).
+fn exported() -> &'static [metrics::Counter; 7] {
+    static COUNTERS: OnceLock<[metrics::Counter; 7]> = OnceLock::new();
+    COUNTERS.get_or_init(|| {
+        [
+            "noerror", "nxdomain", "refused", "servfail", "formerr", "notimp", "dropped",
+        ]
+        .map(|result| metrics::counter!(crate::observability::DNS_QUERIES, "result" => result))
+    })
 }

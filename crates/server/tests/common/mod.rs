@@ -29,6 +29,8 @@ pub struct TestNode {
     pub peer_addr: String,
     /// DNS (UDP and TCP), 127.0.0.1:port.
     pub dns_addr: String,
+    /// Metrics and health (HTTP), 127.0.0.1:port.
+    pub http_addr: String,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -82,9 +84,10 @@ impl TestCluster {
 
     fn start_once(size: usize, extra: &str, dns: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addrs: Vec<(String, String, String)> = (0..size)
+        let addrs: Vec<(String, String, String, String)> = (0..size)
             .map(|_| {
                 (
+                    format!("127.0.0.1:{}", free_port()),
                     format!("127.0.0.1:{}", free_port()),
                     format!("127.0.0.1:{}", free_port()),
                     format!("127.0.0.1:{}", free_port()),
@@ -92,7 +95,7 @@ impl TestCluster {
             })
             .collect();
         let mut members = String::new();
-        for (index, (client, peer, _)) in addrs.iter().enumerate() {
+        for (index, (client, peer, _, _)) in addrs.iter().enumerate() {
             members.push_str(&format!(
                 "\n[[initial_members]]\nid = {}\nname = \"node{}\"\npeer = \"{peer}\"\nclient = \"{client}\"\n",
                 index + 1,
@@ -102,13 +105,14 @@ impl TestCluster {
         let nodes = addrs
             .iter()
             .enumerate()
-            .map(|(index, (client, peer, dns_addr))| {
+            .map(|(index, (client, peer, dns_addr, http))| {
                 let id = index as u64 + 1;
                 let data_dir = dir.path().join(format!("node{id}"));
                 let config = format!(
                     "name = \"node{id}\"\nid = {id}\ndata_dir = \"{}\"\ncluster_token = \"test\"\n\
                      [client]\nlisten = \"{client}\"\n[peer]\nlisten = \"{peer}\"\n\
                      [dns]\nlisten = \"{dns_addr}\"\n{dns}\n\
+                     [http]\nlisten = \"{http}\"\n\
                      [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n{members}\n{extra}\n",
                     data_dir.display()
                 );
@@ -119,6 +123,7 @@ impl TestCluster {
                     client_addr: client.clone(),
                     peer_addr: peer.clone(),
                     dns_addr: dns_addr.clone(),
+                    http_addr: http.clone(),
                     config_path,
                     log_path: dir.path().join(format!("node{id}.log")),
                     child: None,
@@ -140,6 +145,7 @@ impl TestCluster {
         let client = format!("127.0.0.1:{}", free_port());
         let peer = format!("127.0.0.1:{}", free_port());
         let dns_addr = format!("127.0.0.1:{}", free_port());
+        let http_addr = format!("127.0.0.1:{}", free_port());
         let name = format!("node{}", index + 1);
         let data_dir = self.dir.path().join(&name);
         let mut members = String::new();
@@ -154,6 +160,7 @@ impl TestCluster {
              initial_cluster_state = \"existing\"\n\
              [client]\nlisten = \"{client}\"\n[peer]\nlisten = \"{peer}\"\n\
              [dns]\nlisten = \"{dns_addr}\"\n\
+             [http]\nlisten = \"{http_addr}\"\n\
              [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n{members}\n",
             data_dir.display()
         );
@@ -164,6 +171,7 @@ impl TestCluster {
             client_addr: client,
             peer_addr: peer,
             dns_addr,
+            http_addr,
             config_path,
             log_path: self.dir.path().join(format!("{name}.log")),
             child: None,
