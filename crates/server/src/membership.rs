@@ -34,6 +34,9 @@ use crate::raft_node::{RaftNode, REQUEST_TIMEOUT};
 /// A learner may be promoted once its log holds at least this share of the leader's (etcd's
 /// `readyPercent`).
 const PROMOTE_READY_SHARE: f64 = 0.9;
+/// The answer while an earlier membership change (a member publishing its name, say) is still
+/// being committed; [`RaftNode::change_membership`] waits and tries again.
+pub const CHANGE_IN_PROGRESS: &str = "etcdserver: another membership change is in progress";
 /// etcd's limit on learners in a cluster.
 pub const MAX_LEARNERS: usize = 1;
 
@@ -192,7 +195,7 @@ fn changed<T>(
             ChangeMembershipError::InProgress(_),
         ))) => Err(ApiError::Etcd(
             Code::FailedPrecondition,
-            "etcdserver: another membership change is in progress".into(),
+            CHANGE_IN_PROGRESS.into(),
         )),
         Err(error) => Err(ApiError::Internal(format!(
             "membership change failed: {error}"

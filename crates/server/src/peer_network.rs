@@ -49,12 +49,17 @@ pub enum PeerError {
 }
 
 impl PeerError {
-    /// True when the connection could not be opened, so the request was certainly not sent
-    /// (safe to send a write elsewhere). tonic reports connector failures this way.
+    /// True when the request was certainly not sent (safe to send a write elsewhere): the
+    /// connection could not be opened (tonic's "tcp connect error"), or hyper handed the request
+    /// back unsent because the connection had closed or was not ready (its `Canceled` error,
+    /// "operation was canceled": a member killed since the connection was made).
     pub fn never_sent(&self) -> bool {
         match self {
             PeerError::Transport { source, .. } => {
-                source.code() == tonic::Code::Unavailable && source.message() == "tcp connect error"
+                (source.code() == tonic::Code::Unavailable
+                    && source.message() == "tcp connect error")
+                    || (source.code() == tonic::Code::Cancelled
+                        && source.message() == "operation was canceled")
             }
             PeerError::Codec(_) => false,
         }

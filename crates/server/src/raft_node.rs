@@ -201,6 +201,12 @@ impl RaftNode {
             };
             match outcome {
                 ControlOutcome::Done => return Ok(()),
+                ControlOutcome::Failed { message, .. }
+                    if message == crate::membership::CHANGE_IN_PROGRESS
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 ControlOutcome::Failed { code, message } => {
                     return Err(ApiError::Etcd(tonic::Code::from(code), message))
                 }
