@@ -3,6 +3,7 @@
 #   scripts/cluster.sh start [local-3|local-5]   build, start every member, wait for a leader
 #   scripts/cluster.sh stop                      stop the members (SIGTERM)
 #   scripts/cluster.sh status                    endpoint status of every member
+# Each member also serves metrics and health over HTTP (the configs' [http] listen: 2381, 12381, …).
 # Data and logs live in .local-cluster/<member>/ in the repository.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -15,6 +16,18 @@ endpoints_of() {
   for config in "cluster-config/$1"/node*.toml; do
     awk '/^\[client\]/{c=1;next} /^\[/{c=0} c && /^listen/{gsub(/"/,"",$3); print $3}' "$config"
   done | paste -sd, -
+}
+
+dns_of() {
+  for config in "cluster-config/$1"/node*.toml; do
+    awk '/^\[dns\]/{c=1;next} /^\[/{c=0} c && /^listen/{gsub(/"/,"",$3); print $3}' "$config"
+  done | paste -sd' ' -
+}
+
+http_of() {
+  for config in "cluster-config/$1"/node*.toml; do
+    awk '/^\[http\]/{c=1;next} /^\[/{c=0} c && /^listen/{gsub(/"/,"",$3); print $3}' "$config"
+  done | paste -sd' ' -
 }
 
 start() {
@@ -47,6 +60,12 @@ The cluster is up. Talk to it with:
   export PATH="$CARGO_TARGET_DIR/debug:\$PATH" BEACON_ENDPOINTS=$endpoints
   beacon put greeting hello && beacon get greeting
   ETCDCTL_API=3 etcdctl --endpoints $endpoints get greeting
+DNS (every member; $(dns_of "$cluster")):
+  beacon service register web --address 127.0.0.1 --port 8080
+  dig @127.0.0.1 -p 8600 web.service.beacon SRV
+Metrics and health (every member; $(http_of "$cluster")):
+  curl -s 127.0.0.1:2381/metrics | grep ^beacon_server
+  curl -s 127.0.0.1:2381/health; curl -s 127.0.0.1:2381/readyz
 Stop it with: scripts/cluster.sh stop
 USAGE
       return 0

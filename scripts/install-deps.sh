@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Beacon needs to build and test, when they are missing.
 #   build: protobuf-compiler (protoc), libclang-dev + clang (bindgen), librocksdb-dev (RocksDB)
-#   tests: etcd-client (etcdctl compatibility tests), etcd-server (bench-vs-etcd)
+#   tests: etcd-client (etcdctl compatibility tests), etcd-server (bench-vs-etcd),
+#          bind9-dnsutils (dig: DNS tests), dnsperf (DNS benchmark)
 #   jepsen-tests: nftables, iptables, iputils-ping, iproute2 (namespaces, partitions),
 #                 faketime (clock skew), fiu-utils (disk faults)
 set -euo pipefail
 packages=(protobuf-compiler libclang-dev clang librocksdb-dev etcd-client etcd-server
-  nftables iptables iputils-ping faketime fiu-utils iproute2)
+  bind9-dnsutils dnsperf nftables iptables iputils-ping faketime fiu-utils iproute2)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

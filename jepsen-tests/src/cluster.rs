@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 
 use crate::checker::convergence::NodeState;
 use crate::client::NodeClient;
-use crate::firewall::{nft_script, Grudge};
+use crate::firewall::{nft_script, path_script, Grudge};
 use crate::net::{run, Network, Subnet};
 
 /// The shared library `faketime` preloads; set directly so the pid we hold is beacond's own.
@@ -282,6 +282,19 @@ impl Cluster {
                 .load_nft(index, &nft_script(index, grudge, loss_percent, &ips))?;
         }
         Ok(())
+    }
+
+    /// The bridge's address in the root namespace: what every node sees as the test host (the
+    /// source of client traffic, and where the health workload's HTTP endpoints listen).
+    pub fn host_ip(&self) -> Ipv4Addr {
+        self.network.subnet.host(1)
+    }
+
+    /// Replaces node `index`'s bad paths: it alone drops its TCP packets to each
+    /// `(address, port)` (the health workload's fault; partitions and [`Cluster::heal`] leave
+    /// these rules alone).
+    pub fn set_bad_paths(&self, index: usize, blocked: &[(Ipv4Addr, u16)]) -> anyhow::Result<()> {
+        self.network.load_nft(index, &path_script(blocked))
     }
 
     /// Removes every fault: no rules, every process running and resumed. Clock skews stay

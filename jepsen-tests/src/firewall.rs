@@ -4,6 +4,11 @@
 //! deletes the table, so `nft -f` replaces the previous rules in one atomic transaction; healing
 //! loads the script of an empty grudge. Client traffic comes from the bridge address, which is
 //! never dropped: a client can still reach an isolated node (that is how stale reads show up).
+//!
+//! A *bad path* (the health workload's fault) is separate: [`path_script`] renders a table
+//! `inet jepsen_path` whose output chain drops one node's packets to some `address:port`s (test
+//! HTTP endpoints on the bridge address), so only that node cannot reach them. Partitions and
+//! their heals never touch it.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -110,6 +115,24 @@ pub fn nft_script(node: usize, grudge: &Grudge, loss_percent: u8, ips: &[Ipv4Add
     script
 }
 
+/// Renders one node's bad paths: a table `inet jepsen_path` dropping the node's outgoing TCP
+/// packets to each `(address, port)`. Like [`nft_script`] it replaces the previous table
+/// atomically; no paths leaves no table.
+pub fn path_script(blocked: &[(Ipv4Addr, u16)]) -> String {
+    let mut script = String::from("table inet jepsen_path\ndelete table inet jepsen_path\n");
+    if blocked.is_empty() {
+        return script;
+    }
+    script.push_str(
+        "table inet jepsen_path {\n  chain output {\n    type filter hook output priority 0; policy accept;\n",
+    );
+    for (address, port) in blocked {
+        script.push_str(&format!("    ip daddr {address} tcp dport {port} drop\n"));
+    }
+    script.push_str("  }\n}\n");
+    script
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +166,20 @@ mod tests {
     fn one_way_faults_are_one_way() {
         assert_eq!(Grudge::deaf(3, 1).0, vec![set(&[]), set(&[0, 2]), set(&[])]);
         assert_eq!(Grudge::mute(3, 1).0, vec![set(&[1]), set(&[]), set(&[1])]);
+    }
+
+    #[test]
+    fn path_script_drops_only_the_named_endpoints() {
+        let endpoint = Ipv4Addr::new(10, 0, 0, 1);
+        let script = path_script(&[(endpoint, 4001), (endpoint, 4002)]);
+        assert!(script.starts_with("table inet jepsen_path\ndelete table inet jepsen_path\n"));
+        assert!(script.contains("hook output"));
+        assert!(script.contains("ip daddr 10.0.0.1 tcp dport 4001 drop"));
+        assert!(script.contains("ip daddr 10.0.0.1 tcp dport 4002 drop"));
+        assert_eq!(
+            path_script(&[]),
+            "table inet jepsen_path\ndelete table inet jepsen_path\n"
+        );
     }
 
     #[test]

@@ -81,6 +81,25 @@ pub struct InstanceRecord {
     pub create_revision: i64,
     #[serde(default)]
     pub mod_revision: i64,
+    /// Its checks' committed states (health workload; empty for instances without checks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckRecord>,
+}
+
+/// Catalog: one check's committed state as an answer (or the ground truth's record) showed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    pub id: String,
+    /// `passing`, `warning` or `critical`; empty without a state.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    /// Why (the verdict's reason, e.g. `flapping: …`); empty before the first verdict.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// When the verdict was reached (milliseconds since the Unix epoch, the committing member's
+    /// clock); 0 before the first verdict.
+    #[serde(default)]
+    pub since_unix_ms: i64,
 }
 
 /// One history entry.

@@ -317,7 +317,7 @@ fn lock(cluster: &Mutex<Cluster>) -> std::sync::MutexGuard<'_, Cluster> {
 }
 
 /// Sleeps up to `duration`, waking early when `stop` is set. Returns whether it was stopped.
-async fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) -> bool {
+pub(crate) async fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) -> bool {
     let step = Duration::from_millis(100);
     let mut left = duration;
     while !left.is_zero() {

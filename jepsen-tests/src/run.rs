@@ -206,14 +206,17 @@ pub async fn run(options: RunOptions, slot: ClusterSlot) -> anyhow::Result<(Verd
     let mean_gap = Duration::from_secs_f64(options.concurrency as f64 / options.rate.max(0.1));
     // Background tasks (watchers and compactor of the watch and catalog workloads): one
     // watcher per node.
-    workload.start(
-        &addresses,
-        options.nodes,
-        seed,
-        options.deadline,
-        stop.clone(),
-        &history,
-    )?;
+    workload
+        .start(
+            &cluster,
+            &addresses,
+            options.nodes,
+            seed,
+            options.deadline,
+            stop.clone(),
+            &history,
+        )
+        .await?;
     let mut client_tasks = Vec::new();
     for index in 0..options.concurrency {
         client_tasks.push(tokio::spawn(client_loop(

@@ -159,6 +159,9 @@ pub struct CheckTracker {
     /// Times of the committed changes within the flap window, oldest first.
     transitions: VecDeque<u64>,
     hold: Option<Hold>,
+    /// The reason last reported committed with the status: a hold that begins while the check
+    /// is already warning is proposed again, so its reason becomes visible.
+    committed_reason: String,
 }
 
 /// A flap hold: the check is proposed as warning until its probes are stable.
@@ -186,6 +189,7 @@ impl CheckTracker {
             last_output: String::new(),
             transitions: VecDeque::new(),
             hold: None,
+            committed_reason: String::new(),
         }
     }
 
@@ -196,7 +200,11 @@ impl CheckTracker {
             .state
             .as_ref()
             .map_or_else(|| initial_status_of(check), CheckState::status);
-        Self::new(Thresholds::of(check), committed, flap_policy)
+        let mut tracker = Self::new(Thresholds::of(check), committed, flap_policy);
+        if let Some(state) = &check.state {
+            tracker.committed_reason = state.reason.clone();
+        }
+        tracker
     }
 
     /// Takes one probe's outcome at `now_ms` and returns the transition to propose, if the
@@ -272,7 +280,12 @@ impl CheckTracker {
             (None, Some(released)) => (self.implied, released),
             (None, None) => (self.implied, self.implied_reason.clone()),
         };
-        (status != self.committed).then(|| Verdict {
+        // A hold that began at warning changes no status, but its reason must be written.
+        let hold_unannounced = self
+            .hold
+            .as_ref()
+            .is_some_and(|hold| hold.reason != self.committed_reason);
+        (status != self.committed || hold_unannounced).then(|| Verdict {
             status,
             output: self.last_output.clone(),
             reason,
@@ -311,6 +324,13 @@ impl CheckTracker {
                     duration(self.flap_policy.stable_ms)
                 ),
             });
+        }
+    }
+
+    /// Tells the tracker the reason committed with the check's state (any writer's).
+    pub fn committed_reason(&mut self, reason: &str) {
+        if self.committed_reason != reason {
+            self.committed_reason = reason.to_owned();
         }
     }
 

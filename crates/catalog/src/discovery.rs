@@ -158,19 +158,48 @@ pub(crate) fn is_healthy(instance: &Instance) -> bool {
     )
 }
 
-/// Efraimidis–Spirakis weighted sampling without replacement: each instance draws
-/// u ~ Uniform(0, 1] and gets the key u^(1/weight); sorting by key, largest first, yields each
-/// next instance with probability proportional to its weight among those left. The key is
-/// compared as ln(u) / weight, which orders the same and does not underflow for large weights.
 fn weighted_order(instances: Vec<Instance>, rng: &mut impl Rng) -> Vec<Instance> {
-    let mut keyed: Vec<(f64, Instance)> = instances
+    weighted_order_by(instances, weight_of, rng)
+}
+
+/// Efraimidis–Spirakis weighted sampling without replacement: each item draws u ~ Uniform(0, 1]
+/// and gets the key u^(1/weight); sorting by key, largest first, yields each next item with
+/// probability proportional to its weight among those left (weight 0 counts as 1). The key is
+/// compared as ln(u) / weight, which orders the same and does not underflow for large weights.
+/// `Discover`'s `WEIGHTED` order and DNS answers (which keep a prefix when cut) share it.
+pub fn weighted_order_by<T>(
+    items: Vec<T>,
+    weight: impl Fn(&T) -> u32,
+    rng: &mut impl Rng,
+) -> Vec<T> {
+    let count = items.len();
+    weighted_prefix_by(items, count, weight, rng)
+}
+
+/// The first `count` items of a [`weighted_order_by`] order, found without sorting the rest
+/// (a DNS answer that holds 70 of 500 instances orders only those 70).
+pub fn weighted_prefix_by<T>(
+    items: Vec<T>,
+    count: usize,
+    weight: impl Fn(&T) -> u32,
+    rng: &mut impl Rng,
+) -> Vec<T> {
+    let mut keyed: Vec<(f64, T)> = items
         .into_iter()
-        .map(|instance| {
+        .map(|item| {
             // gen() is in [0, 1); 1 - gen() is in (0, 1], whose logarithm is finite.
             let uniform = 1.0 - rng.gen::<f64>();
-            (uniform.ln() / f64::from(weight_of(&instance)), instance)
+            (uniform.ln() / f64::from(weight(&item).max(1)), item)
         })
         .collect();
-    keyed.sort_by(|(left, _), (right, _)| right.total_cmp(left));
-    keyed.into_iter().map(|(_, instance)| instance).collect()
+    let descending = |(left, _): &(f64, T), (right, _): &(f64, T)| right.total_cmp(left);
+    if count == 0 {
+        return Vec::new();
+    }
+    if count < keyed.len() {
+        keyed.select_nth_unstable_by(count - 1, descending);
+        keyed.truncate(count);
+    }
+    keyed.sort_by(descending);
+    keyed.into_iter().map(|(_, item)| item).collect()
 }

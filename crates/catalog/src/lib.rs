@@ -176,7 +176,9 @@ pub use defaults::{
     DEFAULT_FAILURES_BEFORE_WARNING, DEFAULT_HTTP_METHOD, DEFAULT_INITIAL_STATUS,
     DEFAULT_INTERVAL_MS, DEFAULT_SUCCESS_BEFORE_PASSING, DEFAULT_WEIGHT, MAX_DEFAULT_TIMEOUT_MS,
 };
-pub use discovery::{discover, discover_with_settings, failed_open, Discovery};
+pub use discovery::{
+    discover, discover_with_settings, failed_open, weighted_order_by, weighted_prefix_by, Discovery,
+};
 pub use error::CatalogError;
 pub use event::instance_event;
 pub use guard::validate_kv_write;

@@ -383,13 +383,7 @@ pub fn members(format: Format, response: &pb::MemberListResponse) -> String {
     match format {
         Format::Json => json!({
             "header": header_json(&response.header),
-            "members": response.members.iter().map(|member| json!({
-                "id": format!("{:x}", member.id),
-                "name": member.name,
-                "peer_urls": member.peer_ur_ls,
-                "client_urls": member.client_ur_ls,
-                "is_learner": member.is_learner,
-            })).collect::<Vec<_>>(),
+            "members": response.members.iter().map(member_json).collect::<Vec<_>>(),
         })
         .to_string(),
         Format::Table => {
@@ -425,6 +419,89 @@ pub fn members(format: Format, response: &pb::MemberListResponse) -> String {
                 &rows,
             )
         }
+    }
+}
+
+/// `member add`: etcdctl's first line, then the settings the new member starts with.
+pub fn member_added(format: Format, name: &str, response: &pb::MemberAddResponse) -> String {
+    let member = response.member.clone().unwrap_or_default();
+    let cluster = response
+        .header
+        .as_ref()
+        .map_or(0, |header| header.cluster_id);
+    let peer = member
+        .peer_ur_ls
+        .first()
+        .map(|url| url.trim_start_matches("http://").to_string())
+        .unwrap_or_default();
+    let mut config = format!(
+        "name = \"{name}\"\nid = {}\ninitial_cluster_state = \"existing\"\n",
+        member.id
+    );
+    for other in response
+        .members
+        .iter()
+        .filter(|other| other.id != member.id)
+    {
+        let Some(client) = other.client_ur_ls.first() else {
+            continue;
+        };
+        config.push_str(&format!(
+            "\n[[initial_members]]\nid = {}\nname = \"{}\"\npeer = \"{}\"\nclient = \"{}\"\n",
+            other.id,
+            other.name,
+            other
+                .peer_ur_ls
+                .first()
+                .map_or("", |url| url.trim_start_matches("http://")),
+            client.trim_start_matches("http://"),
+        ));
+    }
+    match format {
+        Format::Json => json!({
+            "header": header_json(&response.header),
+            "member": {
+                "id": format!("{:x}", member.id),
+                "peer_urls": member.peer_ur_ls,
+                "is_learner": member.is_learner,
+            },
+            "members": response.members.iter().map(member_json).collect::<Vec<_>>(),
+            "config": config,
+        })
+        .to_string(),
+        Format::Table => format!(
+            "Member {:16x} added to cluster {cluster:16x}\n\n\
+             Start it with a config holding these settings, its own data_dir and [client], and\n\
+             [peer] advertising {peer}:\n\n{config}",
+            member.id
+        ),
+    }
+}
+
+fn member_json(member: &pb::Member) -> Value {
+    json!({
+        "id": format!("{:x}", member.id),
+        "name": member.name,
+        "peer_urls": member.peer_ur_ls,
+        "client_urls": member.client_ur_ls,
+        "is_learner": member.is_learner,
+    })
+}
+
+/// `member promote|remove|update|move-leader`: etcdctl's line, or the members as JSON.
+pub fn member_changed(
+    format: Format,
+    header: &Option<pb::ResponseHeader>,
+    members: &[pb::Member],
+    line: &str,
+) -> String {
+    match format {
+        Format::Json => json!({
+            "header": header_json(header),
+            "members": members.iter().map(member_json).collect::<Vec<_>>(),
+        })
+        .to_string(),
+        Format::Table => line.to_string(),
     }
 }
 

@@ -771,3 +771,46 @@ fn ttl_checks_take_heartbeats_and_service_settings_change() {
     );
     assert!(refused.contains("min_healthy"), "{refused}");
 }
+
+/// `beacon bench dns` registers the queried service's instances, queries one member's DNS port
+/// and reports every answer (10 A records each) without errors, then deregisters them.
+#[test]
+fn bench_dns_queries_a_member() {
+    let Some(members) = start_beacon_cluster(1, "") else {
+        return;
+    };
+    let endpoint = members[0].endpoint();
+    let dns = members[0]
+        .dns_endpoint()
+        .expect("a Beacon member has a DNS port");
+    let report = json(
+        endpoint,
+        &[
+            "bench",
+            "dns",
+            "--server",
+            dns,
+            "--instances",
+            "10",
+            "--type",
+            "SRV",
+            "--sockets",
+            "2",
+            "--in-flight",
+            "4",
+            "--duration",
+            "1s",
+        ],
+    );
+    assert_eq!(report["case"], "dns-SRV", "{report}");
+    assert!(
+        report["requests"].as_u64().expect("requests") > 100,
+        "{report}"
+    );
+    assert_eq!(report["errors"], 0, "{report}");
+    let show = json(endpoint, &["service", "list"]);
+    assert!(
+        !show.to_string().contains("bench-dns"),
+        "instances left behind: {show}"
+    );
+}

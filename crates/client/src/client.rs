@@ -208,6 +208,70 @@ impl Client {
         .await
     }
 
+    /// Adds a member with this peer URL, as a learner or a voter; the answer holds its new id.
+    pub async fn member_add(
+        &self,
+        peer_url: &str,
+        learner: bool,
+    ) -> Result<pb::MemberAddResponse, ClientError> {
+        let request = pb::MemberAddRequest {
+            peer_ur_ls: vec![peer_url.to_string()],
+            is_learner: learner,
+        };
+        self.call(RequestKind::Write, move |channel| {
+            let request = request.clone();
+            async move { ClusterClient::new(channel).member_add(request).await }
+        })
+        .await
+    }
+
+    /// Removes member `id` (the leader too).
+    pub async fn member_remove(&self, id: u64) -> Result<pb::MemberRemoveResponse, ClientError> {
+        self.call(RequestKind::Write, move |channel| async move {
+            ClusterClient::new(channel)
+                .member_remove(pb::MemberRemoveRequest { id })
+                .await
+        })
+        .await
+    }
+
+    /// Makes learner `id` a voter (refused until it has caught up).
+    pub async fn member_promote(&self, id: u64) -> Result<pb::MemberPromoteResponse, ClientError> {
+        self.call(RequestKind::Write, move |channel| async move {
+            ClusterClient::new(channel)
+                .member_promote(pb::MemberPromoteRequest { id })
+                .await
+        })
+        .await
+    }
+
+    /// Changes member `id`'s peer URL.
+    pub async fn member_update(
+        &self,
+        id: u64,
+        peer_url: &str,
+    ) -> Result<pb::MemberUpdateResponse, ClientError> {
+        let request = pb::MemberUpdateRequest {
+            id,
+            peer_ur_ls: vec![peer_url.to_string()],
+        };
+        self.call(RequestKind::Write, move |channel| {
+            let request = request.clone();
+            async move { ClusterClient::new(channel).member_update(request).await }
+        })
+        .await
+    }
+
+    /// Hands leadership to voter `target` (etcd's MoveLeader; any member forwards it).
+    pub async fn move_leader(&self, target: u64) -> Result<pb::MoveLeaderResponse, ClientError> {
+        self.call(RequestKind::Write, move |channel| async move {
+            MaintenanceClient::new(channel)
+                .move_leader(pb::MoveLeaderRequest { target_id: target })
+                .await
+        })
+        .await
+    }
+
     /// The status of one endpoint (no failover: the answer is about that member).
     pub async fn status(&self, endpoint: &str) -> Result<pb::StatusResponse, ClientError> {
         let channel = self.channel_for(endpoint)?;

@@ -21,6 +21,8 @@ use crate::{Client, ClientOptions};
 pub struct ServerProcess {
     child: Option<Child>,
     endpoint: String,
+    /// Beacon's DNS address (UDP and TCP); none for etcd.
+    dns_endpoint: Option<String>,
     /// The server binary (`etcd` on the PATH, or beacond's path).
     program: PathBuf,
     /// The full command line, reused by [`ServerProcess::restart`].
@@ -79,7 +81,7 @@ fn free_port() -> (TcpListener, u16) {
 /// below the kernel's ephemeral range (32768 and up): a port from bind(0) is released before the
 /// server binds it, and in that window any outgoing connection of a concurrently running test can
 /// take it as its source port ("address already in use"). Ports here are never handed out as
-/// source ports; the local cluster's 22379/22380 are skipped.
+/// source ports; the local cluster's 22379/22380/22381 and 28600 (DNS) are skipped.
 pub fn free_listen_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -92,7 +94,7 @@ pub fn free_listen_port() -> u16 {
         let step = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = 20_000 + (seed.wrapping_add(step.wrapping_mul(7_919)) % 12_000);
         let port = u16::try_from(port).expect("below 32000");
-        if port == 22_379 || port == 22_380 {
+        if matches!(port, 22_379..=22_381 | 28_600) {
             continue;
         }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -150,6 +152,11 @@ impl ServerProcess {
     /// The client endpoint, `127.0.0.1:PORT`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// A Beacon member's DNS address, `127.0.0.1:port` (`None` for etcd).
+    pub fn dns_endpoint(&self) -> Option<&str> {
+        self.dns_endpoint.as_deref()
     }
 
     fn log(&self) -> String {
@@ -249,6 +256,7 @@ pub fn start_cluster(size: usize, extra_arguments: &[&str]) -> Option<Vec<Server
             arguments.extend(extra_arguments.iter().map(|argument| argument.to_string()));
             let mut member = ServerProcess {
                 child: None,
+                dns_endpoint: None,
                 endpoint: format!("127.0.0.1:{client_port}"),
                 program: PathBuf::from("etcd"),
                 arguments,
@@ -290,15 +298,17 @@ pub fn start_beacon_cluster(size: usize, extra: &str) -> Option<Vec<ServerProces
     };
     let directory = Arc::new(tempfile::tempdir().expect("create a temp dir for beacond"));
     // Hold every listener until all ports are chosen, so no two members get the same port.
-    let ports: Vec<_> = (0..size).map(|_| (free_port(), free_port())).collect();
-    let ports: Vec<(u16, u16)> = ports
+    let ports: Vec<_> = (0..size)
+        .map(|_| (free_port(), free_port(), free_port(), free_port()))
+        .collect();
+    let ports: Vec<(u16, u16, u16, u16)> = ports
         .into_iter()
-        .map(|((_, client), (_, peer))| (client, peer))
+        .map(|((_, client), (_, peer), (_, dns), (_, http))| (client, peer, dns, http))
         .collect();
     let initial_members: String = ports
         .iter()
         .enumerate()
-        .map(|(index, (client, peer))| {
+        .map(|(index, (client, peer, _, _))| {
             let id = index + 1;
             format!(
                 "\n[[initial_members]]\nid = {id}\nname = \"node{id}\"\n\
@@ -309,13 +319,15 @@ pub fn start_beacon_cluster(size: usize, extra: &str) -> Option<Vec<ServerProces
     let mut members: Vec<ServerProcess> = ports
         .iter()
         .enumerate()
-        .map(|(index, (client, peer))| {
+        .map(|(index, (client, peer, dns, http))| {
             let id = index + 1;
             let data_dir = directory.path().join(format!("node{id}"));
             let config = format!(
                 "name = \"node{id}\"\nid = {id}\ndata_dir = \"{}\"\n\
                  cluster_token = \"beacon-client-test\"\n\
                  [client]\nlisten = \"127.0.0.1:{client}\"\n[peer]\nlisten = \"127.0.0.1:{peer}\"\n\
+                 [dns]\nlisten = \"127.0.0.1:{dns}\"\n\
+                 [http]\nlisten = \"127.0.0.1:{http}\"\n\
                  [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\n\
                  election_timeout_max_ms = 600\n{initial_members}\n{extra}\n",
                 data_dir.display()
@@ -324,6 +336,7 @@ pub fn start_beacon_cluster(size: usize, extra: &str) -> Option<Vec<ServerProces
             std::fs::write(&config_path, config).expect("write a beacond config");
             let mut member = ServerProcess {
                 child: None,
+                dns_endpoint: Some(format!("127.0.0.1:{dns}")),
                 endpoint: format!("127.0.0.1:{client}"),
                 program: program.clone(),
                 arguments: vec!["--config".to_string(), config_path.display().to_string()],

@@ -20,3 +20,27 @@ pub mod beacon {
         tonic::include_proto!("beacon.v1");
     }
 }
+
+/// How a gRPC method streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcKind {
+    Unary,
+    ClientStream,
+    ServerStream,
+    BidiStream,
+}
+
+/// One gRPC method defined in `proto/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcMethod {
+    /// The HTTP/2 path, `/package.Service/Method`.
+    pub path: &'static str,
+    /// `package.Service`, e.g. `etcdserverpb.KV`.
+    pub service: &'static str,
+    pub method: &'static str,
+    pub kind: GrpcKind,
+}
+
+// Every method of every service in `proto/`, sorted by path; written by build.rs from the
+// descriptors, so it can never miss a method the .proto files define.
+include!(concat!(env!("OUT_DIR"), "/grpc_methods.rs"));

@@ -26,6 +26,12 @@ pub enum ApiError {
     /// The catalog has no such instance.
     #[error("beacon: instance {id} of service {service} not found")]
     InstanceNotFound { service: String, id: String },
+    /// An etcd error with its code and etcd's exact message (membership errors, …).
+    #[error("{1}")]
+    Etcd(#[serde(with = "code_as_i32")] Code, String),
+    /// This member is not the leader (internal: the request goes to the leader instead).
+    #[error("etcdserver: not leader")]
+    NotLeaderHere,
     /// A member this request needs cannot be reached now; the client may retry.
     #[error("beacon: {0}")]
     Unavailable(String),
@@ -35,6 +41,20 @@ pub enum ApiError {
     /// A bug or storage failure; the message is logged and returned.
     #[error("etcdserver: {0}")]
     Internal(String),
+}
+
+/// gRPC codes travel between members as their numbers.
+mod code_as_i32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use tonic::Code;
+
+    pub fn serialize<S: Serializer>(code: &Code, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_i32(*code as i32)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Code, D::Error> {
+        Ok(Code::from(i32::deserialize(deserializer)?))
+    }
 }
 
 impl From<ApiError> for Status {
@@ -62,6 +82,8 @@ impl From<ApiError> for Status {
             | ApiError::Stopped
             | ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Unimplemented(_) => Code::Unimplemented,
+            ApiError::Etcd(code, _) => *code,
+            ApiError::NotLeaderHere => Code::FailedPrecondition,
             ApiError::Internal(_) => Code::Internal,
         };
         Status::new(code, error.to_string())

@@ -1,5 +1,6 @@
-//! etcd's `Cluster` service. MemberList reports the Raft membership (voters and learners, with
-//! the addresses each member advertised). Membership changes come with the operations issue.
+//! etcd's `Cluster` service over the Raft membership: MemberList (voters and learners, with the
+//! addresses each member advertised), MemberAdd (as a learner or a voter), MemberPromote,
+//! MemberRemove and MemberUpdate, executed by [`crate::membership`] on the leader.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use beacon_proto::etcdserverpb::cluster_server::Cluster;
 use tonic::{Request, Response, Status};
 
 use crate::api_error::ApiError;
+use crate::membership::MembershipRequest;
 use crate::raft_node::RaftNode;
 
 /// Implements `etcdserverpb.Cluster`.
@@ -26,18 +28,64 @@ impl ClusterService {
                 id: *id,
                 name: member.name.clone(),
                 peer_ur_ls: vec![format!("http://{}", member.peer_addr)],
-                client_ur_ls: vec![format!("http://{}", member.client_addr)],
+                // A member added but not started yet has no client address (etcd: "unstarted").
+                client_ur_ls: if member.client_addr.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![format!("http://{}", member.client_addr)]
+                },
                 is_learner: learners.contains(id),
             })
             .collect()
     }
 
-    fn not_yet(operation: &str) -> Status {
-        ApiError::Unimplemented(format!(
-            "etcdserver: {operation} is not supported by this Beacon version"
-        ))
-        .into()
+    fn member(&self, id: u64) -> Option<pb::Member> {
+        self.members().into_iter().find(|member| member.id == id)
     }
+
+    fn header(&self) -> Option<pb::ResponseHeader> {
+        self.node.header(self.node.reader.current_revision())
+    }
+
+    /// A fresh member id: random, non-zero, unused (etcd derives one from the URLs and time),
+    /// below 2^63 so that it fits a TOML integer in the new member's config file.
+    fn new_member_id(&self) -> u64 {
+        let taken: Vec<u64> = self.members().iter().map(|member| member.id).collect();
+        loop {
+            let id: u64 = rand::random::<u64>() >> 1;
+            if id != 0 && !taken.contains(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+/// etcd's error for peer URLs it cannot use.
+fn bad_urls() -> Status {
+    ApiError::Etcd(
+        tonic::Code::InvalidArgument,
+        "etcdserver: given member URLs are invalid".into(),
+    )
+    .into()
+}
+
+/// The one peer address (`host:port`) of a MemberAdd or MemberUpdate: exactly one URL,
+/// `http://host:port` or `host:port` (Beacon members listen on one plain peer address).
+pub fn peer_address(urls: &[String]) -> Result<String, Status> {
+    let [url] = urls else {
+        return Err(bad_urls());
+    };
+    let address = url
+        .strip_prefix("http://")
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|port| port != 0)
+    });
+    if !valid || address.contains("://") {
+        return Err(bad_urls());
+    }
+    Ok(address.to_string())
 }
 
 #[tonic::async_trait]
@@ -49,38 +97,85 @@ impl Cluster for ClusterService {
         if request.get_ref().linearizable {
             self.node.linearize().await?;
         }
-        let revision = self.node.reader.current_revision();
         Ok(Response::new(pb::MemberListResponse {
-            header: self.node.header(revision),
+            header: self.header(),
             members: self.members(),
         }))
     }
 
     async fn member_add(
         &self,
-        _: Request<pb::MemberAddRequest>,
+        request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(Self::not_yet("member add"))
+        let request = request.into_inner();
+        let peer_addr = peer_address(&request.peer_ur_ls)?;
+        let id = self.new_member_id();
+        self.node
+            .change_membership(MembershipRequest::Add {
+                id,
+                peer_addr: peer_addr.clone(),
+                learner: request.is_learner,
+            })
+            .await?;
+        Ok(Response::new(pb::MemberAddResponse {
+            header: self.header(),
+            member: Some(pb::Member {
+                id,
+                name: String::new(),
+                peer_ur_ls: vec![format!("http://{peer_addr}")],
+                client_ur_ls: Vec::new(),
+                is_learner: request.is_learner,
+            }),
+            members: self.members(),
+        }))
     }
 
     async fn member_remove(
         &self,
-        _: Request<pb::MemberRemoveRequest>,
+        request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(Self::not_yet("member remove"))
+        let id = request.into_inner().id;
+        self.node
+            .change_membership(MembershipRequest::Remove { id })
+            .await?;
+        Ok(Response::new(pb::MemberRemoveResponse {
+            header: self.header(),
+            members: self.members(),
+        }))
     }
 
     async fn member_update(
         &self,
-        _: Request<pb::MemberUpdateRequest>,
+        request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(Self::not_yet("member update"))
+        let request = request.into_inner();
+        let peer_addr = peer_address(&request.peer_ur_ls)?;
+        self.node
+            .change_membership(MembershipRequest::Update {
+                id: request.id,
+                peer_addr,
+            })
+            .await?;
+        Ok(Response::new(pb::MemberUpdateResponse {
+            header: self.header(),
+            members: self.members(),
+        }))
     }
 
     async fn member_promote(
         &self,
-        _: Request<pb::MemberPromoteRequest>,
+        request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(Self::not_yet("member promote"))
+        let id = request.into_inner().id;
+        self.node
+            .change_membership(MembershipRequest::Promote { id })
+            .await?;
+        if self.member(id).is_none() {
+            return Err(crate::membership::member_not_found().into());
+        }
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: self.header(),
+            members: self.members(),
+        }))
     }
 }

@@ -15,6 +15,8 @@ use serde::Deserialize;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 /// etcd's default limit on operations per txn branch.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+/// The default space quota: 8 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 8 << 30;
 
 /// The whole configuration of one member.
 #[derive(Debug, Clone, Deserialize)]
@@ -34,8 +36,14 @@ pub struct ServerConfig {
     /// Peer (Raft) endpoint.
     pub peer: EndpointConfig,
     /// The members the cluster starts with, this one included. Empty means a single-node cluster.
+    /// With `initial_cluster_state = "existing"`: members of the running cluster to join through
+    /// (this one included, as `beacon member add` printed it).
     #[serde(default)]
     pub initial_members: Vec<InitialMember>,
+    /// `new` (default): the members in `initial_members` form a new cluster. `existing`: this
+    /// member joins a running cluster that added it (`beacon member add`, etcd's MemberAdd).
+    #[serde(default)]
+    pub initial_cluster_state: ClusterState,
     /// Raft timing.
     #[serde(default)]
     pub raft: RaftConfig,
@@ -45,6 +53,24 @@ pub struct ServerConfig {
     /// Watch settings.
     #[serde(default)]
     pub watch: WatchConfig,
+    /// Auto-compaction (off by default, as etcd).
+    #[serde(default)]
+    pub compaction: CompactionConfig,
+    /// The DNS interface.
+    #[serde(default)]
+    pub dns: DnsConfig,
+    /// The HTTP endpoint: metrics and health.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// etcd's `--initial-cluster-state`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterState {
+    #[default]
+    New,
+    Existing,
 }
 
 /// A listen address and the address other members and clients should use.
@@ -108,6 +134,56 @@ impl Default for RaftConfig {
 pub struct LimitsConfig {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// The space quota (etcd's `--quota-backend-bytes`): above it the NOSPACE alarm is raised.
+    pub quota_backend_bytes: u64,
+}
+
+/// etcd's `--auto-compaction-mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompactionMode {
+    #[default]
+    Off,
+    Revision,
+    Periodic,
+}
+
+/// Auto-compaction (see `compactor`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    pub mode: CompactionMode,
+    /// `revision`: a number of revisions to keep (e.g. "1000"); `periodic`: a duration of
+    /// history to keep ("1h", "30m", "90s").
+    pub retention: String,
+}
+
+impl CompactionConfig {
+    /// The retention of `revision` mode.
+    pub fn retention_revisions(&self) -> Option<i64> {
+        self.retention
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+    }
+
+    /// The retention of `periodic` mode.
+    pub fn retention_duration(&self) -> Option<std::time::Duration> {
+        let text = self.retention.trim();
+        let (number, unit) = if let Some(n) = text.strip_suffix('h') {
+            (n, 3600.0)
+        } else if let Some(n) = text.strip_suffix('m') {
+            (n, 60.0)
+        } else if let Some(n) = text.strip_suffix('s') {
+            (n, 1.0)
+        } else {
+            // etcd: a bare number means hours.
+            (text, 3600.0)
+        };
+        let seconds = number.trim().parse::<f64>().ok()? * unit;
+        (seconds.is_finite() && seconds >= 1.0).then(|| std::time::Duration::from_secs_f64(seconds))
+    }
 }
 
 impl Default for LimitsConfig {
@@ -115,6 +191,7 @@ impl Default for LimitsConfig {
         Self {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
         }
     }
 }
@@ -133,6 +210,102 @@ impl Default for WatchConfig {
         Self {
             progress_notify_interval_ms: 600_000,
         }
+    }
+}
+
+/// The DNS interface (`[dns]`): every member answers for `domain` from its applied catalog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Serve DNS at all.
+    pub enabled: bool,
+    /// IP:port for UDP and TCP. Loopback by default, like the client listener: expose it
+    /// deliberately (a DNS port open to the world invites amplification traffic).
+    pub listen: String,
+    /// The zone answered, e.g. `beacon.`; names outside it are REFUSED (no open resolver).
+    pub domain: String,
+    /// Answer SERVFAIL once this member has been cut off from a leader (or, as leader, from a
+    /// quorum) for longer than this, instead of serving an ever older catalog. 0: never.
+    pub max_stale_ms: u64,
+    /// TTL of negative answers (NXDOMAIN, empty answers): the SOA minimum, seconds.
+    pub negative_ttl_s: u32,
+    /// Largest UDP answer this member sends, when the query's EDNS0 buffer allows it.
+    pub max_udp_payload: u16,
+    /// UDP sockets (SO_REUSEPORT) with a receive loop each; 0: one per CPU.
+    pub udp_workers: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:8600".into(),
+            domain: "beacon.".into(),
+            max_stale_ms: 5_000,
+            negative_ttl_s: 5,
+            max_udp_payload: 4096,
+            udp_workers: 0,
+        }
+    }
+}
+
+/// The HTTP endpoint (`[http]`): `/metrics`, `/health`, `/livez`, `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// IP:port to bind. Loopback by default, like the client listener (etcd's port for
+    /// `--listen-metrics-urls`, 2381).
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:2381".into(),
+        }
+    }
+}
+
+/// Longest `dns.domain` accepted, so that every name under it (service, tag, instance id) fits
+/// DNS's 255-byte limit.
+const MAX_DNS_DOMAIN_LEN: usize = 64;
+
+impl DnsConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        parse_listen(&self.listen, "dns.listen")?;
+        let domain = self.domain.strip_suffix('.').unwrap_or(&self.domain);
+        let labels_ok = !domain.is_empty()
+            && domain.split('.').all(|label| {
+                (1..=63).contains(&label.len())
+                    && label
+                        .bytes()
+                        .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !labels_ok || domain.len() > MAX_DNS_DOMAIN_LEN {
+            bail!(
+                "dns.domain: {:?} is not a DNS name (labels of letters, digits and '-', at most \
+                 {MAX_DNS_DOMAIN_LEN} characters, e.g. \"beacon.\")",
+                self.domain
+            );
+        }
+        if self.max_udp_payload < 512 {
+            bail!(
+                "dns.max_udp_payload: {} is below DNS's minimum of 512 bytes",
+                self.max_udp_payload
+            );
+        }
+        if self.negative_ttl_s > 86_400 {
+            bail!("dns.negative_ttl_s: must be at most 86400 seconds");
+        }
+        if self.udp_workers > 64 {
+            bail!("dns.udp_workers: must be at most 64 (0: one per CPU)");
+        }
+        Ok(())
     }
 }
 
@@ -158,9 +331,13 @@ impl ServerConfig {
                 advertise: None,
             },
             initial_members: Vec::new(),
+            initial_cluster_state: ClusterState::New,
             raft: RaftConfig::default(),
             limits: LimitsConfig::default(),
             watch: WatchConfig::default(),
+            compaction: CompactionConfig::default(),
+            dns: DnsConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 
@@ -231,6 +408,13 @@ impl ServerConfig {
         }
         parse_listen(&self.client.listen, "client.listen")?;
         parse_listen(&self.peer.listen, "peer.listen")?;
+        parse_listen(&self.http.listen, "http.listen")?;
+        if self.http.listen == self.client.listen || self.http.listen == self.peer.listen {
+            bail!(
+                "http.listen {} is also the client or peer address",
+                self.http.listen
+            );
+        }
         parse_host_port(self.client_advertise(), "client.advertise")?;
         parse_host_port(self.peer_advertise(), "peer.advertise")?;
         let mut ids = HashSet::new();
@@ -254,14 +438,22 @@ impl ServerConfig {
                 &format!("initial member {} client", member.id),
             )?;
         }
-        if !self.initial_members.is_empty() {
-            let me = self
-                .initial_members
-                .iter()
-                .find(|m| m.id == self.id)
-                .with_context(|| {
-                    format!("this member's id {} is not among initial_members", self.id)
-                })?;
+        if self.initial_cluster_state == ClusterState::Existing
+            && !self.initial_members.iter().any(|m| m.id != self.id)
+        {
+            bail!(
+                "initial_cluster_state = \"existing\" needs initial_members naming at least one \
+                 member of the running cluster (as `beacon member add` prints them)"
+            );
+        }
+        let me = self.initial_members.iter().find(|m| m.id == self.id);
+        if self.initial_cluster_state == ClusterState::New
+            && !self.initial_members.is_empty()
+            && me.is_none()
+        {
+            bail!("this member's id {} is not among initial_members", self.id);
+        }
+        if let Some(me) = me {
             if me.peer != self.peer_advertise() {
                 bail!(
                     "initial member {} has peer address {} but this member advertises {}",
@@ -289,8 +481,35 @@ impl ServerConfig {
         if self.limits.max_txn_ops == 0 || self.limits.max_request_bytes == 0 {
             bail!("limits must be positive");
         }
+        match self.compaction.mode {
+            CompactionMode::Off => {}
+            CompactionMode::Revision if self.compaction.retention_revisions().is_none() => bail!(
+                "compaction: retention {:?} must be a number of revisions in revision mode",
+                self.compaction.retention
+            ),
+            CompactionMode::Periodic if self.compaction.retention_duration().is_none() => bail!(
+                "compaction: retention {:?} must be a duration of at least 1s (e.g. \"1h\", \
+                 \"30m\") in periodic mode",
+                self.compaction.retention
+            ),
+            _ => {}
+        }
+        if self.limits.quota_backend_bytes == 0 {
+            bail!("limits: quota_backend_bytes must be positive");
+        }
         if self.watch.progress_notify_interval_ms == 0 {
             bail!("watch: progress_notify_interval_ms must be positive");
+        }
+        self.dns.validate()?;
+        if self.dns.enabled {
+            for (other, field) in [
+                (&self.client.listen, "client.listen"),
+                (&self.peer.listen, "peer.listen"),
+            ] {
+                if other == &self.dns.listen {
+                    bail!("dns.listen {} is also {field}", self.dns.listen);
+                }
+            }
         }
         Ok(())
     }
@@ -415,6 +634,45 @@ mod tests {
         let mut config = three_nodes();
         config.id = 7;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn dns_defaults_and_bad_values() {
+        let config = three_nodes();
+        assert!(config.dns.enabled);
+        assert_eq!(config.dns.listen, "127.0.0.1:8600");
+        assert_eq!(config.dns.domain, "beacon.");
+        let mut config = three_nodes();
+        config.dns.domain = "bad_domain.".into();
+        let error = config.validate().expect_err("bad domain").to_string();
+        assert!(error.contains("dns.domain"), "{error}");
+        let mut config = three_nodes();
+        config.dns.listen = "localhost:53".into();
+        let error = config.validate().expect_err("bad listen").to_string();
+        assert!(error.contains("dns.listen"), "{error}");
+        let mut config = three_nodes();
+        config.dns.max_udp_payload = 100;
+        assert!(config.validate().is_err());
+        let mut config = three_nodes();
+        config.dns.enabled = false;
+        config.dns.domain = String::new();
+        config
+            .validate()
+            .expect("a disabled DNS section is not checked");
+    }
+
+    #[test]
+    fn http_defaults_and_bad_values() {
+        let config = three_nodes();
+        assert_eq!(config.http.listen, "127.0.0.1:2381");
+        let mut config = three_nodes();
+        config.http.listen = "localhost:2381".into();
+        let error = config.validate().expect_err("not an IP").to_string();
+        assert!(error.contains("http.listen"), "{error}");
+        let mut config = three_nodes();
+        config.http.listen = config.client.listen.clone();
+        let error = config.validate().expect_err("same port").to_string();
+        assert!(error.contains("http.listen"), "{error}");
     }
 
     #[test]

@@ -103,6 +103,11 @@ impl LeaseKeeper {
             .map(|deadline| deadline.at.saturating_duration_since(Instant::now()))
     }
 
+    /// How many leases are granted on this member's applied state.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Runs the expiry loop until the node shuts down: while this member leads, proposes the
     /// expiry of every lease whose deadline passed.
     pub async fn run(self: Arc<Self>, node: Arc<RaftNode>) {

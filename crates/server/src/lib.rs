@@ -1,9 +1,9 @@
 //! `beacond`: one member of a Beacon cluster.
 //!
 //! [`run`] is the single entry point for the binary and for tests: it validates the config,
-//! opens the member's RocksDB database, starts openraft, serves the peer protocol (port 2380)
-//! and the client APIs (port 2379), bootstraps a pristine cluster, and stops gracefully when
-//! `shutdown` resolves.
+//! opens the member's RocksDB database, starts openraft, serves the peer protocol (port 2380),
+//! the client APIs (port 2379) and metrics and health over HTTP (port 2381), bootstraps a
+//! pristine cluster, and stops gracefully when `shutdown` resolves.
 
 pub mod api_error;
 pub mod backup;
@@ -11,15 +11,21 @@ pub mod catalog_service;
 pub mod catalog_view;
 pub mod checker;
 pub mod cluster_service;
+pub mod compactor;
 pub mod config;
+pub mod dns;
+pub mod join;
 pub mod kv_service;
 pub mod lease_keeper;
 pub mod lease_service;
 pub mod liveness;
 pub mod maintenance_service;
+pub mod membership;
+pub mod observability;
 pub mod peer_network;
 pub mod peer_service;
 pub mod proposal_batcher;
+pub mod quota;
 pub mod raft_node;
 pub mod read_barrier;
 pub mod watch_hub;
@@ -37,7 +43,6 @@ use beacon_proto::etcdserverpb::kv_server::KvServer;
 use beacon_proto::etcdserverpb::lease_server::LeaseServer;
 use beacon_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use beacon_proto::etcdserverpb::watch_server::WatchServer;
-use beacon_storage::Identity;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Raft, SnapshotPolicy};
 use tokio::net::TcpListener;
@@ -75,10 +80,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate()?;
     config.prepare_data_dir()?;
-    let identity = Identity {
-        cluster_id: config.cluster_id(),
-        member_id: config.id,
-    };
+    // Before anything is instrumented (the storage threads record from their first fsync).
+    let prometheus = observability::install()?;
+    let identity = join::identity(&config).await?;
     let mut opened = beacon_storage::open(&config.data_dir, identity)
         .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
     let reader = opened.state_machine.reader();
@@ -98,6 +102,9 @@ pub async fn run(
     let peer_listener = TcpListener::bind(&config.peer.listen)
         .await
         .with_context(|| format!("cannot listen for peers on {}", config.peer.listen))?;
+    let http_listener = TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
 
     let raft_config = openraft::Config {
         cluster_name: format!("{:016x}", identity.cluster_id),
@@ -141,6 +148,8 @@ pub async fn run(
         read_barrier: Default::default(),
         leader_barrier: Default::default(),
         batcher,
+        election_timeout: std::time::Duration::from_millis(config.raft.election_timeout_max_ms),
+        transferring: Default::default(),
     });
 
     let stream_settings = {
@@ -205,6 +214,7 @@ pub async fn run(
         .await;
     let client_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(observability::grpc_metrics::GrpcMetricsLayer::new())
         .add_service(health_service)
         .add_service(
             KvServer::new(KvService { node: node.clone() }).max_decoding_message_size(max_message),
@@ -222,7 +232,19 @@ pub async fn run(
         .add_service(MaintenanceServer::new(MaintenanceService {
             node: node.clone(),
         }))
-        .serve_with_incoming_shutdown(incoming(client_listener)?, until_stopped(stopped));
+        .serve_with_incoming_shutdown(incoming(client_listener)?, until_stopped(stopped.clone()));
+    let http_server = observability::http_endpoint::serve(
+        http_listener,
+        Arc::new(observability::http_endpoint::HttpState {
+            sources: observability::member_metrics::ScrapeSources {
+                node: node.clone(),
+                leases: lease_keeper.clone(),
+                catalog: catalog_view.clone(),
+            },
+            prometheus: prometheus.clone(),
+        }),
+        until_stopped(stopped),
+    );
 
     let keeper_task = tokio::spawn(lease_keeper.run(node.clone()));
     let checker_set_task = tokio::spawn(checker::checker_set::maintain(
@@ -231,25 +253,58 @@ pub async fn run(
         election_timeout,
     ));
     let checker_task = tokio::spawn(health_checker.run());
+    let quota_task = tokio::spawn(quota::monitor(
+        node.clone(),
+        config.limits.quota_backend_bytes,
+    ));
+    let compactor_task = tokio::spawn(compactor::run(node.clone(), config.compaction.clone()));
+    let dns = dns::DnsServer::start(&config.dns, catalog_view.clone(), node.clone()).await?;
     let peer_task = tokio::spawn(peer_server);
     let client_task = tokio::spawn(client_server);
+    let http_task = tokio::spawn(http_server);
+    let metrics_tasks = [
+        tokio::spawn(observability::member_metrics::follow_raft(
+            raft.clone(),
+            config.id,
+        )),
+        observability::spawn_upkeep(prometheus),
+    ];
 
-    bootstrap(&raft, &config).await?;
+    if config.initial_cluster_state == config::ClusterState::New {
+        bootstrap(&raft, &config).await?;
+    }
+    let publish_task = tokio::spawn(join::publish(
+        node.clone(),
+        config.name.clone(),
+        config.client_advertise().to_string(),
+    ));
+    let mut removed = node.peers.removed.subscribe();
     tracing::info!(
         member = %config.name,
         id = config.id,
         cluster_id = %format!("{:016x}", identity.cluster_id),
         client = %config.client_advertise(),
         peer = %config.peer_advertise(),
+        http = %config.http.listen,
         "beacond started"
     );
 
-    shutdown.await;
+    let was_removed = tokio::select! {
+        _ = shutdown => false,
+        _ = removed.wait_for(|removed| *removed) => true,
+    };
     tracing::info!("shutting down");
+    publish_task.abort();
     let _ = stop.send(true);
     keeper_task.abort();
     checker_set_task.abort();
     checker_task.abort();
+    quota_task.abort();
+    compactor_task.abort();
+    if let Some(dns) = &dns {
+        dns.stop();
+    }
+    metrics_tasks.iter().for_each(|task| task.abort());
     // Graceful shutdown waits for open streams to end, and a watch never ends by itself: give
     // requests in flight a moment, then drop whatever is still connected.
     let (mut peer_task, mut client_task) = (peer_task, client_task);
@@ -266,8 +321,17 @@ pub async fn run(
             None
         }
     };
+    // Probes and scrapes are short; a /health read barrier waits at most two seconds.
+    http_task.abort();
     if let Err(error) = raft.shutdown().await {
         tracing::warn!(%error, "raft did not shut down cleanly");
+    }
+    if was_removed {
+        anyhow::bail!(
+            "this member was removed from the cluster; it refuses to run with its old data. To \
+             bring it back, wipe {} and add it again (`beacon member add`)",
+            config.data_dir.display()
+        );
     }
     if let Some((peer_result, client_result)) = results {
         peer_result

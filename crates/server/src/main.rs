@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use beacon_server::config::ServerConfig;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// A Beacon cluster member: Raft-replicated key-value store speaking etcd's v3 API.
 #[derive(Debug, Parser)]
@@ -18,9 +18,19 @@ struct Args {
     /// Overrides the config's data directory.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Log lines as text for people, or as one JSON object per line (fields and span context
+    /// as keys) for log collectors. The level filter comes from RUST_LOG.
+    #[arg(long, env = "BEACON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     /// Without a command, runs the member.
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,13 +46,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
-    let args = Args::parse();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => logs.with_target(false).init(),
+        // Targets kept: a collector filters on them (openraft's lines, ours).
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     match start(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -35,6 +35,8 @@ pub struct PeerClients {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// Who answered this member's Raft traffic, and when.
     pub liveness: Arc<Liveness>,
+    /// Set when the leader said this member was removed from the cluster: it must stop.
+    pub removed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// A peer call failed before an answer arrived.
@@ -47,12 +49,17 @@ pub enum PeerError {
 }
 
 impl PeerError {
-    /// True when the connection could not be opened, so the request was certainly not sent
-    /// (safe to send a write elsewhere). tonic reports connector failures this way.
+    /// True when the request was certainly not sent (safe to send a write elsewhere): the
+    /// connection could not be opened (tonic's "tcp connect error"), or hyper handed the request
+    /// back unsent because the connection had closed or was not ready (its `Canceled` error,
+    /// "operation was canceled": a member killed since the connection was made).
     pub fn never_sent(&self) -> bool {
         match self {
             PeerError::Transport { source, .. } => {
-                source.code() == tonic::Code::Unavailable && source.message() == "tcp connect error"
+                (source.code() == tonic::Code::Unavailable
+                    && source.message() == "tcp connect error")
+                    || (source.code() == tonic::Code::Cancelled
+                        && source.message() == "operation was canceled")
             }
             PeerError::Codec(_) => false,
         }
@@ -65,6 +72,7 @@ impl PeerClients {
             cluster_id,
             channels: Arc::new(Mutex::new(HashMap::new())),
             liveness: Arc::new(Liveness::default()),
+            removed: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 
@@ -292,9 +300,20 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.send(&option, &rpc, |mut client, request| async move {
-            client.vote(request).await
-        })
-        .await
+        let answer = self
+            .send(&option, &rpc, |mut client, request| async move {
+                client.vote(request).await
+            })
+            .await;
+        if let Err(RPCError::Unreachable(error)) = &answer {
+            if error
+                .to_string()
+                .contains(crate::peer_service::REMOVED_MEMBER)
+            {
+                tracing::error!(leader = self.target, %error, "the leader says this member was removed from the cluster");
+                self.clients.removed.send_replace(true);
+            }
+        }
+        answer
     }
 }

@@ -16,6 +16,9 @@ use tonic::{Request, Response, Status};
 use crate::checker::health_checker::HealthChecker;
 use crate::raft_node::RaftNode;
 
+/// The start of the error a leader answers a removed member's vote request with.
+pub const REMOVED_MEMBER: &str = "removed from the cluster";
+
 /// Implements `beacon.v1.RaftPeer`.
 pub struct PeerService {
     pub node: Arc<RaftNode>,
@@ -109,8 +112,39 @@ impl RaftPeer for PeerService {
         }))
     }
 
+    async fn control(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let control: crate::membership::Control = self.decode(request.get_ref())?;
+        let outcome = crate::membership::handle(&self.node, control).await;
+        self.encode(&outcome)
+    }
+
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc = self.decode(request.get_ref())?;
+        let rpc: openraft::raft::VoteRequest<beacon_storage::NodeId> =
+            self.decode(request.get_ref())?;
+        // A member removed from the cluster that comes back with its old data campaigns with
+        // its stale membership. The leader knows every member (it proposed each change), so it
+        // tells the candidate; the candidate stops (see `peer_network`).
+        let candidate = rpc.vote.leader_id().voted_for();
+        if let Some(candidate) = candidate {
+            let known = self
+                .node
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&candidate)
+                .is_some();
+            if self.node.is_leader() && !known {
+                return Err(Status::failed_precondition(format!(
+                    "{REMOVED_MEMBER}: member {candidate:x} is not a member of cluster {:016x}",
+                    self.node.identity.cluster_id
+                )));
+            }
+        }
         let answer = self.node.raft.vote(rpc).await;
         self.encode(&answer)
     }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::api_error::ApiError;
+use crate::observability::{count_failed_proposals, PROPOSALS_PENDING};
 use crate::raft_node::REQUEST_TIMEOUT;
 
 /// Most writes in one entry.
@@ -51,6 +52,8 @@ struct Pending {
 #[derive(Clone)]
 pub struct ProposalBatcher {
     queue: mpsc::UnboundedSender<Pending>,
+    /// Writes queued or in flight (`beacon_server_proposals_pending`).
+    pending: metrics::Gauge,
 }
 
 impl ProposalBatcher {
@@ -61,13 +64,18 @@ impl ProposalBatcher {
     ) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         tokio::spawn(run(raft, Arc::new(is_leader), receiver));
-        Self { queue }
+        Self {
+            queue,
+            pending: metrics::gauge!(PROPOSALS_PENDING),
+        }
     }
 
     /// Proposes `request` (in the next batch) and waits for its outcome.
     pub async fn propose(&self, request: WriteRequest) -> ProposeOutcome {
         let (reply, outcome) = oneshot::channel();
         let size = encoded_len(&request);
+        // Counted until answered, or until the caller gives up waiting (dropped).
+        let _pending = PendingWrite::new(&self.pending);
         if self
             .queue
             .send(Pending {
@@ -82,6 +90,22 @@ impl ProposalBatcher {
         outcome
             .await
             .unwrap_or(ProposeOutcome::Failed(ApiError::Stopped))
+    }
+}
+
+/// One write counted in the pending gauge while it lives.
+struct PendingWrite<'a>(&'a metrics::Gauge);
+
+impl<'a> PendingWrite<'a> {
+    fn new(gauge: &'a metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for PendingWrite<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 
@@ -170,6 +194,7 @@ async fn propose_batch(
         "batch applied"
     );
     let Ok(written) = written else {
+        count_failed_proposals(&ApiError::Timeout, count);
         for reply in replies {
             let _ = reply.send(ProposeOutcome::Failed(ApiError::Timeout));
         }
@@ -197,6 +222,9 @@ async fn propose_batch(
         }
         Err(RaftError::Fatal(_)) => ProposeOutcome::Failed(ApiError::Stopped),
     };
+    if let ProposeOutcome::Failed(error) = &shared {
+        count_failed_proposals(error, count);
+    }
     for reply in replies {
         let _ = reply.send(shared.clone());
     }

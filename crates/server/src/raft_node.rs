@@ -38,6 +38,21 @@ pub struct RaftNode {
     pub leader_barrier: ReadBarrier,
     /// Batches this member's proposals while it leads.
     pub batcher: ProposalBatcher,
+    /// The configured maximum election timeout (also openraft's leader lease).
+    pub election_timeout: Duration,
+    /// Set while this leader hands leadership over: it proposes nothing meanwhile.
+    pub transferring: std::sync::atomic::AtomicBool,
+}
+
+/// Proposals resume when this is dropped (see [`RaftNode::pause_proposals`]).
+pub struct ProposalsPaused<'a>(&'a RaftNode);
+
+impl Drop for ProposalsPaused<'_> {
+    fn drop(&mut self) {
+        self.0
+            .transferring
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl RaftNode {
@@ -49,6 +64,18 @@ impl RaftNode {
             revision,
             raft_term: self.raft.metrics().borrow().current_term,
         })
+    }
+
+    /// Whether this member is in contact with a working leader: as leader, a quorum acknowledged
+    /// it within `window`; as follower, the leader's AppendEntries reached it within `window`.
+    /// An isolated member is not, whatever leader it still believes in.
+    pub fn in_contact_within(&self, window: std::time::Duration) -> bool {
+        if self.is_leader() {
+            let since = self.raft.metrics().borrow().millis_since_quorum_ack;
+            since.is_some_and(|millis| std::time::Duration::from_millis(millis) <= window)
+        } else {
+            self.peers.liveness.leader_heard_within(window)
+        }
     }
 
     /// Whether this member is the leader as far as it knows (it may have been deposed without
@@ -121,10 +148,102 @@ impl RaftNode {
     /// Proposes locally (batched). Used by [`RaftNode::write`] and by the peer service for
     /// writes forwarded by followers.
     pub async fn propose_as_leader(&self, request: WriteRequest) -> ProposeOutcome {
-        if self.leader().map(|(id, _)| id) != Some(self.identity.member_id) {
+        if self.leader().map(|(id, _)| id) != Some(self.identity.member_id)
+            || self.transferring.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // While leadership moves, writes wait like during an election, then go to the
+            // new leader.
             return ProposeOutcome::NotLeader;
         }
+        if crate::quota::refused_without_space(&request) && crate::quota::space_exceeded(self) {
+            return ProposeOutcome::Failed(crate::quota::no_space());
+        }
         self.batcher.propose(request).await
+    }
+
+    /// Stops proposing (writes wait as if there were no leader) until the guard is dropped.
+    pub fn pause_proposals(&self) -> ProposalsPaused<'_> {
+        self.transferring
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        ProposalsPaused(self)
+    }
+
+    /// Executes a membership change (or leadership transfer) on the leader, forwarding it there
+    /// from a follower; waits for a leader like a write does.
+    pub async fn change_membership(
+        self: &Arc<Self>,
+        request: crate::membership::MembershipRequest,
+    ) -> Result<(), ApiError> {
+        use crate::membership::{Control, ControlOutcome};
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let (leader, node) = self.wait_for_leader(deadline).await?;
+            let outcome = if leader == self.identity.member_id {
+                ControlOutcome::from_result(crate::membership::execute(self, request.clone()).await)
+            } else {
+                let node = node.ok_or(ApiError::NoLeader)?;
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                self.peers
+                    .call(
+                        &node.peer_addr,
+                        timeout,
+                        &Control::Membership(request.clone()),
+                        |mut client, request| async move { client.control(request).await },
+                    )
+                    .await
+                    .or_else(|error| {
+                        if error.never_sent() {
+                            Ok(ControlOutcome::NotLeader)
+                        } else {
+                            Err(ApiError::Timeout)
+                        }
+                    })?
+            };
+            match outcome {
+                ControlOutcome::Done => return Ok(()),
+                ControlOutcome::Failed { message, .. }
+                    if message == crate::membership::CHANGE_IN_PROGRESS
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                ControlOutcome::Failed { code, message } => {
+                    return Err(ApiError::Etcd(tonic::Code::from(code), message))
+                }
+                ControlOutcome::NotLeader => {
+                    if Instant::now() >= deadline {
+                        return Err(ApiError::NoLeader);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// Sends a control message to the member at `addr` (no forwarding).
+    pub async fn control(
+        &self,
+        addr: &str,
+        control: crate::membership::Control,
+    ) -> Result<(), ApiError> {
+        use crate::membership::ControlOutcome;
+        let outcome: ControlOutcome = self
+            .peers
+            .call(
+                addr,
+                PEER_CALL_TIMEOUT,
+                &control,
+                |mut client, request| async move { client.control(request).await },
+            )
+            .await
+            .map_err(|error| ApiError::Unavailable(error.to_string()))?;
+        match outcome {
+            ControlOutcome::Done => Ok(()),
+            ControlOutcome::NotLeader => Err(ApiError::NotLeaderHere),
+            ControlOutcome::Failed { code, message } => {
+                Err(ApiError::Etcd(tonic::Code::from(code), message))
+            }
+        }
     }
 
     async fn forward(

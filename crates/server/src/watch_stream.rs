@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::time::{Interval, MissedTickBehavior};
 use tonic::Status;
 
+use crate::observability::{WATCHERS, WATCH_STREAMS};
 use crate::watch_hub::{Delivery, StreamInbox, Target, WatchHub};
 
 /// Events read from storage per catch-up step: bounds a lagging stream's memory and how long
@@ -145,6 +146,7 @@ impl WatchStream {
         leader_lost: Option<watch::Receiver<bool>>,
     ) -> Self {
         let (stream_id, inbox) = hub.register_stream();
+        metrics::gauge!(WATCH_STREAMS).increment(1.0);
         Self {
             hub,
             reader,
@@ -385,6 +387,7 @@ impl WatchStream {
             flags,
         });
         self.ids.insert(watch_id, slot);
+        metrics::gauge!(WATCHERS).increment(1.0);
         if flags & PROGRESS_NOTIFY != 0 && self.ticker.is_none() {
             let period = self.settings.progress_notify_interval;
             let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -415,6 +418,7 @@ impl WatchStream {
         }
         self.ids.remove(&watcher.watch_id);
         self.free_slots.push(slot);
+        metrics::gauge!(WATCHERS).decrement(1.0);
         if self.unsynced == 0 {
             self.on_all_synced();
         }
@@ -708,6 +712,8 @@ impl WatchStream {
 impl Drop for WatchStream {
     fn drop(&mut self) {
         let stream = self.stream_id;
+        metrics::gauge!(WATCH_STREAMS).decrement(1.0);
+        metrics::gauge!(WATCHERS).decrement(self.ids.len() as f64);
         let watchers = self.watchers.iter().enumerate().filter_map(|(slot, w)| {
             w.as_ref().map(|w| {
                 (

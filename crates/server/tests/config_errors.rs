@@ -19,9 +19,12 @@ fn beacond(config: &str, dir: &std::path::Path) -> (bool, String) {
 fn config(dir: &std::path::Path, token: &str, members: &str) -> String {
     let client = common_port();
     let peer = common_port();
+    // Its own DNS port, not the default 8600 another test's member may hold.
+    let dns = common_port();
     format!(
         "name = \"n1\"\nid = 1\ndata_dir = \"{}\"\ncluster_token = \"{token}\"\n\
-         [client]\nlisten = \"127.0.0.1:{client}\"\n[peer]\nlisten = \"127.0.0.1:{peer}\"\n{members}",
+         [client]\nlisten = \"127.0.0.1:{client}\"\n[peer]\nlisten = \"127.0.0.1:{peer}\"\n\
+         [dns]\nlisten = \"127.0.0.1:{dns}\"\n{members}",
         dir.join("data").display()
     )
 }

@@ -26,7 +26,8 @@ pub(crate) const CF_RAFT_STATE: &str = "raft_state";
 pub(crate) const CF_KV: &str = "kv";
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_SNAPSHOT: &str = "snapshot";
-const COLUMN_FAMILIES: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_STATE, CF_KV, CF_META, CF_SNAPSHOT];
+pub(crate) const COLUMN_FAMILIES: [&str; 5] =
+    [CF_RAFT_LOG, CF_RAFT_STATE, CF_KV, CF_META, CF_SNAPSHOT];
 
 const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 const KEY_MEMBER_ID: &[u8] = b"member_id";
@@ -161,6 +162,31 @@ pub fn restore(
     })?;
     sync_dir(&parent)?;
     Ok(summary)
+}
+
+/// The identity recorded in the data directory at `path`, or `None` when there is no database
+/// there yet or it has none (a member that never started).
+pub fn stored_identity(path: &Path) -> Result<Option<Identity>, StorageError> {
+    if !path.join("CURRENT").exists() {
+        return Ok(None);
+    }
+    let db = DB::open_cf_for_read_only(&Options::default(), path, COLUMN_FAMILIES, false)?;
+    let meta = cf(&db, CF_META);
+    let cluster_id = db
+        .get_cf(meta, KEY_CLUSTER_ID)?
+        .map(|v| decode_u64(&v))
+        .transpose()?;
+    let member_id = db
+        .get_cf(meta, KEY_MEMBER_ID)?
+        .map(|v| decode_u64(&v))
+        .transpose()?;
+    Ok(match (cluster_id, member_id) {
+        (Some(cluster_id), Some(member_id)) => Some(Identity {
+            cluster_id,
+            member_id,
+        }),
+        _ => None,
+    })
 }
 
 /// Returns true when the directory had no identity yet (and records `identity` in it).

@@ -12,6 +12,9 @@
 //!   batches, crash-safe (module `snapshot_store`); backups are the same stream
 //!   ([`snapshot_format`]), and [`restore`] builds a new member's data directory from one.
 //! - [`Identity`] is the cluster and member id a data directory belongs to.
+//!
+//! Timings are recorded through the `metrics` facade (names below); the server installs the
+//! recorder and serves them, so nothing here knows about Prometheus or HTTP.
 
 mod command;
 mod db;
@@ -22,7 +25,7 @@ mod snapshot_store;
 mod state_machine;
 
 pub use command::{Command, CommandResponse, Member, TypeConfig, WriteBatch};
-pub use db::{open, restore, Identity, OpenedStore, STORAGE_FORMAT};
+pub use db::{open, restore, stored_identity, Identity, OpenedStore, STORAGE_FORMAT};
 pub use error::StorageError;
 pub use log_store::LogStore;
 pub use snapshot_format::{SnapshotHeader, SnapshotSummary};
@@ -31,3 +34,8 @@ pub use state_machine::{AppliedChanges, ApplyListener, KvHash, KvReader, StateMa
 
 /// openraft's node id: the etcd member id of a Beacon member.
 pub type NodeId = u64;
+
+/// Histogram: seconds each group fsync of the write-ahead log took (the Raft log's durability).
+pub const METRIC_WAL_FSYNC_SECONDS: &str = "beacon_disk_wal_fsync_duration_seconds";
+/// Histogram: seconds each `apply` call took (a run of committed entries, RocksDB write included).
+pub const METRIC_APPLY_SECONDS: &str = "beacon_server_apply_duration_seconds";

@@ -98,10 +98,12 @@ fn run_syncer(db: &Weak<DB>, pending: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
     while let Ok(first) = pending.recv() {
         let mut callbacks = vec![first];
         callbacks.extend(pending.try_iter());
+        let started = std::time::Instant::now();
         let result = match db.upgrade() {
             Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
             None => Err("the database is closed".to_string()),
         };
+        metrics::histogram!(crate::METRIC_WAL_FSYNC_SECONDS).record(started.elapsed());
         for callback in callbacks {
             let result = result
                 .as_ref()

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::linearizable::{check_history, Linearizability, Model, Timed};
 use super::watch::{checked_truth, compacted_through, Check, Kv, Truth, WatchEntry};
 use super::CheckReport;
-use crate::history::{CompleteOp, Function, InstanceRecord, OpType};
+use crate::history::{CheckRecord, CompleteOp, Function, InstanceRecord, OpType};
 
 /// Search steps allowed per instance before the verdict becomes unknown.
 pub const SEARCH_BUDGET: u64 = 5_000_000;
@@ -250,12 +250,29 @@ fn instance_of_kv(kv: &Kv) -> Option<InstanceRecord> {
         lease: 0,
         create_revision: kv.create_revision,
         mod_revision: kv.mod_revision,
+        checks: json["checks"]
+            .as_array()
+            .map(|checks| checks.iter().map(check_of_json).collect())
+            .unwrap_or_default(),
     })
 }
 
-/// Two instance records agree (the lease is not in the truth's key-values).
+/// A check of a stored record (`{"id": …, "state": {"status", "reason", "since_unix_ms"}}`).
+pub(crate) fn check_of_json(check: &serde_json::Value) -> CheckRecord {
+    let state = &check["state"];
+    CheckRecord {
+        id: check["id"].as_str().unwrap_or_default().to_string(),
+        status: state["status"].as_str().unwrap_or_default().to_string(),
+        reason: state["reason"].as_str().unwrap_or_default().to_string(),
+        since_unix_ms: state["since_unix_ms"].as_i64().unwrap_or(0),
+    }
+}
+
+/// Two instance records agree (the lease is not in the truth's key-values), check states
+/// included.
 fn same(a: &InstanceRecord, b: &InstanceRecord) -> bool {
-    a.id == b.id
+    a.checks == b.checks
+        && a.id == b.id
         && a.value == b.value
         && a.port == b.port
         && a.maintenance == b.maintenance
@@ -264,13 +281,23 @@ fn same(a: &InstanceRecord, b: &InstanceRecord) -> bool {
 }
 
 fn short(instance: &InstanceRecord) -> String {
+    let checks: Vec<String> = instance
+        .checks
+        .iter()
+        .map(|check| format!("{}={}", check.id, check.status))
+        .collect();
     format!(
-        "{}={}{}@{}/{}",
+        "{}={}{}@{}/{}{}",
         instance.id,
         instance.value,
         if instance.maintenance { "(m)" } else { "" },
         instance.create_revision,
-        instance.mod_revision
+        instance.mod_revision,
+        if checks.is_empty() {
+            String::new()
+        } else {
+            format!("[{}]", checks.join(","))
+        }
     )
 }
 
@@ -1300,6 +1327,7 @@ mod tests {
             lease: 0,
             create_revision: create,
             mod_revision: modified,
+            checks: Vec::new(),
         }
     }
 

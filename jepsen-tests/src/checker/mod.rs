@@ -1,11 +1,13 @@
 //! Checkers: pure functions from a recorded history to a [`CheckReport`]. Each workload has one
-//! (`register`, `set`, `watch`, `lease`, `catalog`); `convergence` compares the nodes' final
-//! states; `linearizable` is the Wing–Gong–Lowe search the register and catalog checkers run per
-//! key. None of them touch the network, so
-//! they are tested with crafted histories (the negative controls live beside each checker).
+//! (`register`, `set`, `watch`, `lease`, `catalog`; the health workload adds `health` to the
+//! catalog's); `convergence` compares the nodes' final states; `linearizable` is the
+//! Wing–Gong–Lowe search the register and catalog checkers run per key. None of them touch the
+//! network, so they are tested with crafted histories (the negative controls live beside each
+//! checker).
 
 pub mod catalog;
 pub mod convergence;
+pub mod health;
 pub mod lease;
 pub mod linearizable;
 pub mod register;

@@ -24,8 +24,12 @@
 //! - **After the heal**: GetService on every node (linearizable, recorded as final reads), the
 //!   final prefix reads, then rounds of serializable GetService on every node until all report
 //!   the same revision (`catalog-convergence.jsonl`).
+//! - **Health** (`--workload health`, [`health`]): also the instances of `jepsen-h`, with HTTP
+//!   checks against endpoints this process serves and an endpoint nemesis; the watchers and the
+//!   final reads cover that service too, and before the final reads the health checks are given
+//!   time to settle after the heal.
 //!
-//! [`crate::checker::catalog`] judges all of it.
+//! [`crate::checker::catalog`] judges all of it ([`crate::checker::health`] the health part).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -34,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use beacon_proto::beacon::v1::catalog_client::CatalogClient;
 use beacon_proto::beacon::v1::{
-    instance_event, DeregisterRequest, GetServiceRequest, HeartbeatRequest, Instance,
+    instance_event, DeregisterRequest, GetServiceRequest, HealthStatus, HeartbeatRequest, Instance,
     RegisterRequest, SetMaintenanceRequest, WatchServiceRequest, WatchServiceResponse,
 };
 use rand::rngs::StdRng;
@@ -46,7 +50,9 @@ use crate::checker::catalog::{
 };
 use crate::checker::watch::WatchEntry;
 use crate::client::NodeClient;
-use crate::history::{Function, History, InstanceRecord, Op, OpType};
+use crate::cluster::Cluster;
+use crate::history::{CheckRecord, Function, History, InstanceRecord, Op, OpType};
+use crate::workload::health::{self, Health, HealthEntry};
 use crate::workload::watch::{watch_channel, Recording};
 
 /// The services the clients work on.
@@ -87,6 +93,29 @@ pub fn record_of(instance: &Instance) -> InstanceRecord {
         lease: instance.lease,
         create_revision: instance.create_revision,
         mod_revision: instance.mod_revision,
+        checks: instance
+            .checks
+            .iter()
+            .map(|check| {
+                let state = check.state.clone().unwrap_or_default();
+                CheckRecord {
+                    id: check.id.clone(),
+                    status: status_name(state.status()).to_string(),
+                    reason: state.reason,
+                    since_unix_ms: state.since_unix_ms,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// A health status as the stored records spell it (empty: unspecified).
+pub fn status_name(status: HealthStatus) -> &'static str {
+    match status {
+        HealthStatus::Passing => "passing",
+        HealthStatus::Warning => "warning",
+        HealthStatus::Critical => "critical",
+        HealthStatus::Unspecified => "",
     }
 }
 
@@ -104,6 +133,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The workload's shared state.
 #[derive(Debug, Default)]
 pub struct Catalog {
+    /// `--workload health`: also the health instances, their endpoints and endpoint nemesis.
+    with_health: bool,
+    health: std::sync::OnceLock<Health>,
     recording: Recording,
     next_value: AtomicU64,
     ops: AtomicU64,
@@ -132,19 +164,68 @@ fn finish<T>(
 }
 
 impl Catalog {
+    /// The catalog workload; with `health`, also the health instances (`--workload health`).
+    pub fn new(health: bool) -> Self {
+        Catalog {
+            with_health: health,
+            ..Default::default()
+        }
+    }
+
+    /// The services watchers follow and the final reads read.
+    fn services(&self) -> Vec<&'static str> {
+        let mut services = SERVICES.to_vec();
+        if self.with_health {
+            services.push(health::SERVICE);
+        }
+        services
+    }
+
     /// Starts the truth watcher and compactor on the catalog prefix and one WatchService watcher
-    /// per node (`watchers`).
-    pub fn start(
+    /// per node (`watchers`); with health, starts the endpoints, registers their instances and
+    /// starts the endpoint nemesis.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
         &self,
+        cluster: &Arc<Mutex<Cluster>>,
         addresses: &[String],
         watchers: usize,
         seed: u64,
+        deadline: Duration,
         stop: Arc<AtomicBool>,
         history: &History,
     ) -> anyhow::Result<()> {
         // Compaction well behind the head, so most resumes find their revision still there.
         self.recording
             .start(PREFIX, addresses, 0, 100..300, seed, stop.clone(), history)?;
+        if self.with_health {
+            let endpoints = Health::start_endpoints(&lock(cluster), history)?;
+            let clients = crate::cluster::clients(addresses, deadline)?;
+            let mut process = health::FIRST_SETUP_PROCESS;
+            for instance in endpoints.instances() {
+                let id = instance.id.clone();
+                let mut registered = false;
+                for attempt in 0..10 {
+                    let client = &clients[attempt % clients.len()];
+                    process += 1;
+                    let outcome = self
+                        .register_instance(client, process, instance.clone(), history)
+                        .await;
+                    if outcome == OpType::Ok {
+                        registered = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                if !registered {
+                    anyhow::bail!("could not register health instance {id}");
+                }
+            }
+            endpoints.start_nemesis(cluster.clone(), seed, stop.clone());
+            if self.health.set(endpoints).is_err() {
+                anyhow::bail!("the health workload was started twice");
+            }
+        }
         let channels = addresses
             .iter()
             .map(|address| watch_channel(address))
@@ -153,6 +234,7 @@ impl Catalog {
         for watcher in 0..watchers as u64 {
             let context = Watcher {
                 watcher,
+                services: self.services(),
                 channels: channels.clone(),
                 entries: self.watch_entries.clone(),
                 head: self.head.clone(),
@@ -222,21 +304,39 @@ impl Catalog {
         lease: i64,
         history: &History,
     ) -> OpType {
-        let value = self.next_value.fetch_add(1, Ordering::Relaxed) + 1;
         let instance = Instance {
             service: service.to_string(),
             id: id.to_string(),
             address: ADDRESS.to_string(),
-            port: port_of(value),
-            metadata: HashMap::from([(VALUE_KEY.to_string(), value.to_string())]),
             lease,
             ..Default::default()
         };
+        self.register_instance(client, process, instance, history)
+            .await
+    }
+
+    /// Registers `instance` with a fresh unique value (metadata [`VALUE_KEY`]; the port derived
+    /// from it unless the instance has one).
+    async fn register_instance(
+        &self,
+        client: &NodeClient,
+        process: u64,
+        mut instance: Instance,
+        history: &History,
+    ) -> OpType {
+        let value = self.next_value.fetch_add(1, Ordering::Relaxed) + 1;
+        if instance.port == 0 {
+            instance.port = port_of(value);
+        }
+        instance
+            .metadata
+            .insert(VALUE_KEY.to_string(), value.to_string());
+        let lease = instance.lease;
         let mut invoke = Op::invoke(
             process,
             Function::Register,
             client.node,
-            Some(instance_key(service, id)),
+            Some(instance_key(&instance.service, &instance.id)),
         );
         invoke.value = Some(value);
         invoke.lease = (lease != 0).then_some(lease);
@@ -392,6 +492,20 @@ impl Catalog {
         service: &str,
         history: &History,
     ) -> OpType {
+        match self.read_service(client, process, service, history).await {
+            Some(_) => OpType::Ok,
+            None => OpType::Fail,
+        }
+    }
+
+    /// A recorded linearizable GetService; the instances read, or `None` when it failed.
+    async fn read_service(
+        &self,
+        client: &NodeClient,
+        process: u64,
+        service: &str,
+        history: &History,
+    ) -> Option<Vec<InstanceRecord>> {
         let mut done = history.record(Op::invoke(
             process,
             Function::GetService,
@@ -420,7 +534,7 @@ impl Catalog {
                 done.error = Some(error.to_string());
             }
         }
-        history.record(done).op_type
+        history.record(done).instances
     }
 
     /// After the heal: stops the watchers, reads every service on every node (linearizable,
@@ -436,8 +550,11 @@ impl Catalog {
             }
         }
         let mut process = first_process;
+        if let Some(health) = self.health.get() {
+            process = self.await_health(health, clients, process, history).await;
+        }
         for client in clients {
-            for service in SERVICES {
+            for service in self.services() {
                 for _attempt in 0..10 {
                     process += 1;
                     if self.get_service(client, process, service, history).await == OpType::Ok {
@@ -451,6 +568,42 @@ impl Catalog {
             .final_reads(PREFIX, clients, process + 1, history)
             .await;
         self.converge(clients, history).await;
+        if let Some(health) = self.health.get() {
+            health.stop_endpoints();
+        }
+    }
+
+    /// After the heal: lets the endpoint nemesis settle, then reads the health service
+    /// (linearizable, recorded) every 0.5 s on each node in turn until three reads in a row
+    /// show every check settled, or the liveness bound + 3 s passed (a check held by flap damping
+    /// stays warning for a minute; the checker decides whether a hold explains it). Returns the
+    /// last process id used.
+    async fn await_health(
+        &self,
+        health: &Health,
+        clients: &[NodeClient],
+        mut process: u64,
+        history: &History,
+    ) -> u64 {
+        health.settle().await;
+        let deadline = Instant::now() + health::LIVENESS_BOUND + Duration::from_secs(3);
+        let mut settled_in_a_row = 0;
+        for round in 0.. {
+            process += 1;
+            let client = &clients[round % clients.len()];
+            match self
+                .read_service(client, process, health::SERVICE, history)
+                .await
+            {
+                Some(instances) if health.settled(&instances) => settled_in_a_row += 1,
+                _ => settled_in_a_row = 0,
+            }
+            if settled_in_a_row >= 3 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        process
     }
 
     /// Rounds of serializable GetService on every node until one round finds every node at the
@@ -460,7 +613,7 @@ impl Catalog {
         for round in 0.. {
             let mut entries = Vec::new();
             for client in clients {
-                for service in SERVICES {
+                for service in self.services() {
                     let mut catalog = client.catalog();
                     let result = client
                         .call(catalog.get_service(GetServiceRequest {
@@ -514,11 +667,18 @@ impl Catalog {
     pub fn convergence_entries(&self) -> Vec<ConvergenceEntry> {
         lock(&self.convergence).clone()
     }
+
+    /// The health records (`health.jsonl`), if this is the health workload.
+    pub fn health_entries(&self) -> Option<Vec<HealthEntry>> {
+        self.with_health
+            .then(|| self.health.get().map(Health::entries).unwrap_or_default())
+    }
 }
 
 /// One WatchService watcher task.
 struct Watcher {
     watcher: u64,
+    services: Vec<&'static str>,
     channels: Vec<Channel>,
     entries: Arc<Mutex<Vec<CatalogWatchEntry>>>,
     head: Arc<AtomicI64>,
@@ -641,7 +801,7 @@ impl Watcher {
         let mut resume: HashMap<&str, i64> = HashMap::new();
         let mut session = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
-            let service = SERVICES[rng.gen_range(0..SERVICES.len())];
+            let service = self.services[rng.gen_range(0..self.services.len())];
             let roll: f64 = rng.gen();
             let start = match resume.get(service) {
                 Some(next) if roll < 0.6 => *next,

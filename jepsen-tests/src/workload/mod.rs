@@ -14,15 +14,20 @@
 //! - `catalog`: registrations (persistent and lease-bound), deregistrations, maintenance,
 //!   heartbeats and GetService reads, with WatchService watchers; judged per instance by
 //!   Wing–Gong–Lowe and the service watches against a ground-truth etcd watch ([`catalog`]).
+//! - `health`: the catalog workload plus instances with HTTP checks the cluster runs against
+//!   endpoints this process serves, taken down, flipped and cut off from single nodes on a
+//!   schedule ([`health`]); judged by the catalog checkers and the health checker (safety, cause,
+//!   liveness after the heal).
 
 pub mod catalog;
+pub mod health;
 pub mod lease;
 pub mod register;
 pub mod set;
 pub mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -30,6 +35,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::checker::CheckReport;
 use crate::client::NodeClient;
+use crate::cluster::Cluster;
 use crate::history::{CompleteOp, History, OpType};
 use crate::nemesis::{FaultRecord, NemesisKind};
 
@@ -42,6 +48,8 @@ pub enum WorkloadKind {
     Watch,
     Lease,
     Catalog,
+    /// The catalog workload plus health checks under faults.
+    Health,
 }
 
 /// A workload's shared state.
@@ -51,6 +59,7 @@ pub enum Workload {
     Set(set::Set),
     Watch(watch::Watch),
     Lease(lease::Lease),
+    /// Also `--workload health` (the catalog with its health part on).
     Catalog(catalog::Catalog),
 }
 
@@ -71,7 +80,8 @@ impl Workload {
             WorkloadKind::Set => Workload::Set(set::Set::default()),
             WorkloadKind::Watch => Workload::Watch(watch::Watch::default()),
             WorkloadKind::Lease => Workload::Lease(lease::Lease::default()),
-            WorkloadKind::Catalog => Workload::Catalog(catalog::Catalog::default()),
+            WorkloadKind::Catalog => Workload::Catalog(catalog::Catalog::new(false)),
+            WorkloadKind::Health => Workload::Catalog(catalog::Catalog::new(true)),
         })
     }
 
@@ -119,21 +129,36 @@ impl Workload {
                 context.faults,
                 context.nemesis,
             )],
-            Workload::Catalog(catalog) => crate::checker::catalog::check(
-                ops,
-                &catalog.truth_entries(),
-                &catalog.watch_entries(),
-                &catalog.convergence_entries(),
-                context.final_from,
-            ),
+            Workload::Catalog(catalog) => {
+                let truth = catalog.truth_entries();
+                let mut reports = crate::checker::catalog::check(
+                    ops,
+                    &truth,
+                    &catalog.watch_entries(),
+                    &catalog.convergence_entries(),
+                    context.final_from,
+                );
+                if let Some(health) = catalog.health_entries() {
+                    reports.push(crate::checker::health::check(
+                        ops,
+                        &truth,
+                        &health,
+                        context.faults,
+                    ));
+                }
+                reports
+            }
         }
     }
 
     /// Starts the workload's background tasks (watchers and compactor of the watch and catalog
-    /// workloads; the lease workload's keepers start with their grants): `watchers` checked
-    /// watchers; they stop with `stop`.
-    pub fn start(
+    /// workloads; the lease workload's keepers start with their grants; the health workload's
+    /// endpoints, registrations and endpoint nemesis): `watchers` checked watchers; they stop
+    /// with `stop`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
         &self,
+        cluster: &Arc<Mutex<Cluster>>,
         addresses: &[String],
         watchers: usize,
         seed: u64,
@@ -146,13 +171,18 @@ impl Workload {
                 watch.start(addresses, watchers, seed, deadline, stop, history)
             }
             Workload::Lease(lease) => lease.start(addresses, seed, deadline, stop, history),
-            Workload::Catalog(catalog) => catalog.start(addresses, watchers, seed, stop, history),
+            Workload::Catalog(catalog) => {
+                catalog
+                    .start(cluster, addresses, watchers, seed, deadline, stop, history)
+                    .await
+            }
             Workload::Register(_) | Workload::Set(_) => Ok(()),
         }
     }
 
     /// Writes the workload's own records into the run directory (`watch.jsonl`; the catalog's
-    /// `watch.jsonl`, `catalog-watch.jsonl` and `catalog-convergence.jsonl`).
+    /// `watch.jsonl`, `catalog-watch.jsonl` and `catalog-convergence.jsonl`, and the health
+    /// workload's `health.jsonl`).
     pub fn write_files(&self, run_dir: &std::path::Path) -> anyhow::Result<()> {
         use crate::history::write_jsonl;
         match self {
@@ -163,6 +193,9 @@ impl Workload {
                     &run_dir.join("catalog-watch.jsonl"),
                     &catalog.watch_entries(),
                 )?;
+                if let Some(health) = catalog.health_entries() {
+                    write_jsonl(&run_dir.join("health.jsonl"), &health)?;
+                }
                 write_jsonl(
                     &run_dir.join("catalog-convergence.jsonl"),
                     &catalog.convergence_entries(),

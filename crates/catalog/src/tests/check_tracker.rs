@@ -42,6 +42,7 @@ fn step(tracker: &mut CheckTracker, probe: char, now_ms: u64) -> Option<Verdict>
     let verdict = tracker.observe(outcome(probe), now_ms);
     if let Some(verdict) = &verdict {
         tracker.committed(verdict.status, now_ms);
+        tracker.committed_reason(&verdict.reason);
     }
     verdict
 }
@@ -346,15 +347,18 @@ fn flapping_needs_more_than_max_transitions_within_the_window() {
 }
 
 #[test]
-fn a_hold_beginning_at_warning_writes_nothing() {
+fn a_hold_beginning_at_warning_writes_its_reason_once() {
     let mut tracker = CheckTracker::new(thresholds(1, 1, 1), Passing, flap_policy());
     // Six transitions, the last one to warning.
     let verdicts = probe_every_5_s(&mut tracker, 0, "CWCWCW");
     assert!(verdicts.iter().all(|(_, verdict)| verdict.is_some()));
     assert_eq!(tracker.committed_status(), Warning);
-    assert!(tracker.hold_reason().is_some());
-    assert_eq!(step(&mut tracker, 'C', 30 * SECOND), None);
+    let reason = tracker.hold_reason().expect("held").to_string();
+    // The status stays warning, but the hold's reason is proposed (once committed, no more).
+    let announced = step(&mut tracker, 'C', 30 * SECOND).expect("the hold's reason");
+    assert_eq!((announced.status, announced.reason), (Warning, reason));
     assert_eq!(step(&mut tracker, 'P', 35 * SECOND), None);
+    assert_eq!(step(&mut tracker, 'C', 40 * SECOND), None);
 }
 
 #[test]

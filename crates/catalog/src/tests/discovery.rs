@@ -448,3 +448,26 @@ fn discover_is_discovery_with_default_settings() {
         None
     ));
 }
+
+#[test]
+fn weighted_prefix_is_the_prefix_of_the_weighted_order() {
+    use crate::{weighted_order_by, weighted_prefix_by};
+    // Same seed, same draws: the prefix equals the first items of the full order.
+    let items: Vec<u32> = (1..=50).collect();
+    for count in [0, 1, 7, 50, 80] {
+        let full = weighted_order_by(items.clone(), |item| *item, &mut rng());
+        let prefix = weighted_prefix_by(items.clone(), count, |item| *item, &mut rng());
+        assert_eq!(prefix, full[..count.min(50)].to_vec(), "count {count}");
+    }
+    // Heavy items come first nearly always.
+    let mut random = rng();
+    for _ in 0..20 {
+        let prefix = weighted_prefix_by(
+            (0..100u32).collect(),
+            5,
+            |item| if *item < 3 { 10_000 } else { 1 },
+            &mut random,
+        );
+        assert!((0..3).all(|heavy| prefix.contains(&heavy)), "{prefix:?}");
+    }
+}

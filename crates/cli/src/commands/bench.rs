@@ -1,7 +1,8 @@
 //! `bench put` and `bench range` (and dispatch to the watch cases in [`super::bench_watch`], the
-//! catalog cases in [`super::bench_catalog`] and the health-check case in
-//! [`super::bench_checks`]): a load generator. The put, range and watch cases speak only the etcd
-//! v3 API, so the same program measures etcd and Beacon; the catalog and check cases need Beacon.
+//! catalog cases in [`super::bench_catalog`], the health-check case in [`super::bench_checks`]
+//! and the DNS case in [`super::bench_dns`]): a load generator. The put, range and watch cases
+//! speak only the etcd v3 API, so the same program measures etcd and Beacon; the catalog, check
+//! and DNS cases need Beacon.
 //!
 //! `--clients` requests are kept in flight (one task each), spread round-robin over `--conns`
 //! independent HTTP/2 connections, which are themselves spread round-robin over the endpoints
@@ -23,6 +24,7 @@ use tonic::transport::Channel;
 
 use crate::commands::bench_catalog::{self, RegisterBench, RegisterWorkload, ServiceWatchBench};
 use crate::commands::bench_checks::{self, ChecksBench};
+use crate::commands::bench_dns::{self, DnsBench};
 use crate::commands::bench_watch::{
     self, new_histogram, WatchCapacityBench, WatchFanoutBench, WatchLatencyBench,
 };
@@ -49,6 +51,9 @@ pub enum BenchCase {
     /// Health-check capacity (Beacon only): HTTP checks of endpoints this process serves;
     /// probes/s, schedule, CPU per member, and the lag from an endpoint failing to the event.
     Checks(ChecksBench),
+    /// DNS queries per second and latency against one member's DNS port (Beacon only), UDP,
+    /// many queries in flight; optionally registers the queried service's instances first.
+    Dns(DnsBench),
 }
 
 /// Load shape shared by every case.
@@ -215,6 +220,7 @@ pub async fn run(client: &Client, format: Format, case: BenchCase) -> anyhow::Re
             println!("{}", bench_checks::render(format, &report));
             return Ok(());
         }
+        BenchCase::Dns(bench) => return bench_dns::run(client, format, bench).await,
     };
     anyhow::ensure!(
         load.conns > 0 && load.clients > 0 && load.total > 0,

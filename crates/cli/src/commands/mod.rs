@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_catalog;
 pub mod bench_checks;
+pub mod bench_dns;
 pub mod bench_watch;
 pub mod endpoint;
 pub mod kv;

@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::catalog_service::compare_and_swap;
 use crate::catalog_view::{CatalogView, ViewChange};
 use crate::checker::probe::{ProbeResult, Prober};
+use crate::observability::{check_kind_label, health_label, CHECK_RUNS, CHECK_TRANSITIONS};
 use crate::raft_node::RaftNode;
 
 /// Probes running at once on this member.
@@ -221,18 +222,18 @@ impl HealthChecker {
                 member_id: self.node.identity.member_id,
             },
         );
+        metrics::counter!(CHECK_RUNS, "kind" => "ttl", "result" => health_label(status))
+            .increment(1);
         let _ = self.touches.send(check_key(service, instance_id, check_id));
     }
 
     /// Whether this member may run checks now: connected to a leader that has a quorum.
     fn connected(&self) -> bool {
-        let window = self.settings.election_timeout;
-        if self.node.is_leader() {
-            let since = self.node.raft.metrics().borrow().millis_since_quorum_ack;
-            since.is_some_and(|millis| Duration::from_millis(millis) <= window)
-        } else {
-            self.node.peers.liveness.leader_heard_within(window)
+        // Negative control for jepsen-tests only (Cargo.toml): the isolation check is skipped.
+        if cfg!(feature = "unsafe-unconfirmed-critical") {
+            return true;
         }
+        self.node.in_contact_within(self.settings.election_timeout)
     }
 
     /// The members sharing checks: the committed set, or every member before the leader wrote one.
@@ -519,9 +520,16 @@ impl HealthChecker {
         if !same_definition {
             existing.tracker = CheckTracker::for_check(&check, self.settings.flap);
             existing.ttl_deadline = ttl_of(&check).map(|ttl| Instant::now() + ttl);
-        } else if existing.tracker.committed_status() != committed_status(&check) {
-            let now = u64::try_from(now_unix_ms()).unwrap_or(0);
-            existing.tracker.committed(committed_status(&check), now);
+        } else {
+            if existing.tracker.committed_status() != committed_status(&check) {
+                let now = u64::try_from(now_unix_ms()).unwrap_or(0);
+                existing.tracker.committed(committed_status(&check), now);
+            }
+            let reason = check
+                .state
+                .as_ref()
+                .map_or("", |state| state.reason.as_str());
+            existing.tracker.committed_reason(reason);
         }
         existing.service = instance.service.clone();
         existing.check = check;
@@ -539,6 +547,8 @@ impl HealthChecker {
         let Some(check) = owned.get_mut(&key) else {
             return;
         };
+        let (kind, result_label) = (check_kind_label(&check.check), health_label(result.status));
+        metrics::counter!(CHECK_RUNS, "kind" => kind, "result" => result_label).increment(1);
         self.reports().insert(
             (
                 check.service.clone(),
@@ -642,7 +652,11 @@ impl HealthChecker {
         key: &[u8],
         verdict: Verdict,
     ) {
-        if verdict.status == HealthStatus::Critical && ttl_of(definition).is_none() {
+        // Negative control for jepsen-tests only (Cargo.toml): no second member is asked.
+        if verdict.status == HealthStatus::Critical
+            && ttl_of(definition).is_none()
+            && !cfg!(feature = "unsafe-unconfirmed-critical")
+        {
             let members = self.checker_members();
             if let Some(second) = confirmer(key, &members) {
                 match self.node.confirm_probe(second, definition).await {
@@ -689,6 +703,9 @@ impl HealthChecker {
             .await
         {
             Ok(WriteResponse::Txn(response)) if response.succeeded => {
+                let kind = check_kind_label(definition);
+                metrics::counter!(CHECK_TRANSITIONS, "kind" => kind, "status" => health_label(status))
+                    .increment(1);
                 tracing::info!(service, instance = instance_id, check = check_id, status = ?status, "check status changed");
             }
             Ok(_) => tracing::debug!(

@@ -27,6 +27,10 @@ pub struct TestNode {
     pub id: u64,
     pub client_addr: String,
     pub peer_addr: String,
+    /// DNS (UDP and TCP), 127.0.0.1:port.
+    pub dns_addr: String,
+    /// Metrics and health (HTTP), 127.0.0.1:port.
+    pub http_addr: String,
     pub config_path: PathBuf,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
@@ -55,7 +59,7 @@ impl TestCluster {
     /// before a member binds it; a member that exits at once is then a lost race, not a bug,
     /// and the whole cluster is started again on new ports.
     pub fn start_with(size: usize, extra: &str) -> Self {
-        Self::start_configured(size, "", extra, |_| {})
+        Self::start_full(size, "", extra, "", &|_| {})
     }
 
     /// Like [`TestCluster::start_with`], with `raft` lines added to every member's `[raft]`
@@ -68,8 +72,24 @@ impl TestCluster {
         extra: &str,
         prepare: impl Fn(&TestCluster),
     ) -> Self {
+        Self::start_full(size, raft, extra, "", &prepare)
+    }
+
+    /// Like [`TestCluster::start_with`], with `dns` lines (keys, not a table) added to every
+    /// member's `[dns]` table, which the harness writes to give each member its own DNS port.
+    pub fn start_with_dns(size: usize, extra: &str, dns: &str) -> Self {
+        Self::start_full(size, "", extra, dns, &|_| {})
+    }
+
+    fn start_full(
+        size: usize,
+        raft: &str,
+        extra: &str,
+        dns: &str,
+        prepare: &dyn Fn(&TestCluster),
+    ) -> Self {
         for _ in 0..4 {
-            let mut cluster = Self::start_once(size, raft, extra, &prepare);
+            let mut cluster = Self::start_once(size, raft, extra, dns, prepare);
             std::thread::sleep(Duration::from_millis(300));
             if cluster.nodes.iter_mut().all(|node| {
                 node.child
@@ -83,21 +103,29 @@ impl TestCluster {
                 cluster.logs()
             );
         }
-        Self::start_once(size, raft, extra, &prepare)
+        Self::start_once(size, raft, extra, dns, prepare)
     }
 
-    fn start_once(size: usize, raft: &str, extra: &str, prepare: &impl Fn(&TestCluster)) -> Self {
+    fn start_once(
+        size: usize,
+        raft: &str,
+        extra: &str,
+        dns: &str,
+        prepare: &dyn Fn(&TestCluster),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addrs: Vec<(String, String)> = (0..size)
+        let addrs: Vec<(String, String, String, String)> = (0..size)
             .map(|_| {
                 (
+                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{}", free_port()),
                     format!("127.0.0.1:{}", free_port()),
                     format!("127.0.0.1:{}", free_port()),
                 )
             })
             .collect();
         let mut members = String::new();
-        for (index, (client, peer)) in addrs.iter().enumerate() {
+        for (index, (client, peer, _, _)) in addrs.iter().enumerate() {
             members.push_str(&format!(
                 "\n[[initial_members]]\nid = {}\nname = \"node{}\"\npeer = \"{peer}\"\nclient = \"{client}\"\n",
                 index + 1,
@@ -107,12 +135,14 @@ impl TestCluster {
         let nodes = addrs
             .iter()
             .enumerate()
-            .map(|(index, (client, peer))| {
+            .map(|(index, (client, peer, dns_addr, http))| {
                 let id = index as u64 + 1;
                 let data_dir = dir.path().join(format!("node{id}"));
                 let config = format!(
                     "name = \"node{id}\"\nid = {id}\ndata_dir = \"{}\"\ncluster_token = \"test\"\n\
                      [client]\nlisten = \"{client}\"\n[peer]\nlisten = \"{peer}\"\n\
+                     [dns]\nlisten = \"{dns_addr}\"\n{dns}\n\
+                     [http]\nlisten = \"{http}\"\n\
                      [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n{raft}\n{members}\n{extra}\n",
                     data_dir.display()
                 );
@@ -122,6 +152,8 @@ impl TestCluster {
                     id,
                     client_addr: client.clone(),
                     peer_addr: peer.clone(),
+                    dns_addr: dns_addr.clone(),
+                    http_addr: http.clone(),
                     config_path,
                     data_dir,
                     log_path: dir.path().join(format!("node{id}.log")),
@@ -135,6 +167,57 @@ impl TestCluster {
             cluster.start_node(index);
         }
         cluster
+    }
+
+    /// Writes the config of a member that joins this (running) cluster with `id` (as MemberAdd
+    /// returned it), on new ports, with `initial_cluster_state = "existing"`; returns its index.
+    /// Not started: see [`TestCluster::start_node`].
+    pub fn prepare_joining_node(&mut self, id: u64) -> usize {
+        let index = self.nodes.len();
+        let client = format!("127.0.0.1:{}", free_port());
+        let peer = format!("127.0.0.1:{}", free_port());
+        let dns_addr = format!("127.0.0.1:{}", free_port());
+        let http_addr = format!("127.0.0.1:{}", free_port());
+        let name = format!("node{}", index + 1);
+        let data_dir = self.dir.path().join(&name);
+        let mut members = String::new();
+        for node in &self.nodes {
+            members.push_str(&format!(
+                "\n[[initial_members]]\nid = {}\nname = \"node{}\"\npeer = \"{}\"\nclient = \"{}\"\n",
+                node.id, node.id, node.peer_addr, node.client_addr
+            ));
+        }
+        let config = format!(
+            "name = \"{name}\"\nid = {id}\ndata_dir = \"{}\"\ncluster_token = \"test\"\n\
+             initial_cluster_state = \"existing\"\n\
+             [client]\nlisten = \"{client}\"\n[peer]\nlisten = \"{peer}\"\n\
+             [dns]\nlisten = \"{dns_addr}\"\n\
+             [http]\nlisten = \"{http_addr}\"\n\
+             [raft]\nheartbeat_interval_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n{members}\n",
+            data_dir.display()
+        );
+        let config_path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config_path, config).expect("write config");
+        self.nodes.push(TestNode {
+            id,
+            client_addr: client,
+            peer_addr: peer,
+            dns_addr,
+            http_addr,
+            config_path,
+            data_dir,
+            log_path: self.dir.path().join(format!("{name}.log")),
+            child: None,
+        });
+        index
+    }
+
+    /// Whether member `index`'s process has exited (and with which status).
+    pub fn exited(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        self.nodes[index]
+            .child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten())
     }
 
     pub fn start_node(&mut self, index: usize) {
