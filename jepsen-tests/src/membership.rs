@@ -98,6 +98,8 @@ pub struct Executor<'a> {
     pub admin: &'a [NodeClient],
     pub endpoints: &'a Endpoints,
     pub history: &'a History,
+    /// The leader's slot when the change was planned.
+    pub leader: Option<usize>,
     pub steps: Vec<Step>,
 }
 
@@ -278,25 +280,27 @@ impl Executor<'_> {
 
     /// MemberRemove of `id` through members other than `slot`, retrying refusals (a change in
     /// progress, not enough started members) and checking the list after a timeout.
-    async fn remove_id(&self, slot: usize, id: u64) -> Result<usize, String> {
+    /// Ok: the attempts' errors (empty when the first succeeded).
+    async fn remove_id(&self, slot: usize, id: u64) -> Result<Vec<String>, Vec<String>> {
         let deadline = Instant::now() + REMOVE_TIMEOUT;
-        let mut attempts = 0;
+        let mut errors = Vec::new();
+        let started = Instant::now();
         loop {
-            attempts += 1;
-            let error = match self.via(slot, attempts).member_remove(id).await {
-                Ok(()) => return Ok(attempts),
+            let error = match self.via(slot, errors.len() + 1).member_remove(id).await {
+                Ok(()) => return Ok(errors),
                 Err(CallError::Status(_, message)) if message.contains("member not found") => {
-                    return Ok(attempts)
+                    return Ok(errors)
                 }
                 Err(error) => error,
             };
+            errors.push(format!("{:.1}s: {error}", started.elapsed().as_secs_f64()));
             if let Some(members) = self.list(slot).await {
                 if !members.iter().any(|member| member.id == id) {
-                    return Ok(attempts);
+                    return Ok(errors);
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("{error} (after {attempts} attempts)"));
+                return Err(errors);
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -306,14 +310,22 @@ impl Executor<'_> {
         let id = lock(self.cluster).id(slot);
         let start = self.now();
         let removed = self.remove_id(slot, id).await;
+        let role = if self.leader == Some(slot) {
+            ", the leader"
+        } else {
+            ""
+        };
         self.record(
             "member-remove",
             start,
             removed.is_ok(),
-            format!("n{} ({id:x}): {removed:?}", slot + 1),
+            format!(
+                "n{} ({id:x}{role}): errors before success: {removed:?}",
+                slot + 1
+            ),
         );
-        if let Err(error) = removed {
-            anyhow::bail!("member remove: {error}");
+        if let Err(errors) = removed {
+            anyhow::bail!("member remove: {}", errors.join("; "));
         }
         self.endpoints.set_active(slot, false);
         let start = self.now();
@@ -403,4 +415,66 @@ pub fn check(faults: &[FaultRecord]) -> CheckReport {
         "steps_ok_failed": counts,
     });
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    /// Applies plans to a simulated cluster: it stays within 3–5 voters and reuses slots.
+    #[test]
+    fn plans_keep_three_to_five_voters() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut members = vec![0, 1, 2];
+        let mut kinds = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let spares: Vec<usize> = (0..5).filter(|s| !members.contains(s)).collect();
+            let change = plan(&members, &spares, Some(members[0]), &mut rng).expect("a change");
+            match change {
+                MembershipChange::AddLearnerAndPromote { node } => {
+                    assert!(spares.contains(&node));
+                    members.push(node);
+                    kinds.insert("add");
+                }
+                MembershipChange::Remove { node } => {
+                    assert!(members.contains(&node));
+                    members.retain(|m| *m != node);
+                    kinds.insert("remove");
+                }
+                MembershipChange::ReplaceWiped { node } => {
+                    assert!(members.contains(&node) && members.len() > 3);
+                    kinds.insert("replace");
+                }
+            }
+            assert!((3..=5).contains(&members.len()), "{members:?}");
+        }
+        assert_eq!(kinds.len(), 3);
+    }
+
+    /// Negative control: a removed member that kept running, or exited 0, is an anomaly.
+    #[test]
+    fn a_removed_member_that_keeps_running_is_an_anomaly() {
+        let step = |ok: bool| Step {
+            step: "restart-removed".to_string(),
+            start: 1.0,
+            end: 2.0,
+            ok,
+            detail: String::new(),
+        };
+        let fault = |ok: bool| FaultRecord {
+            fault: crate::nemesis::Fault::Membership(MembershipChange::Remove { node: 1 }),
+            name: "membership-remove".to_string(),
+            start: 1.0,
+            end: Some(2.0),
+            error: None,
+            steps: vec![step(ok)],
+        };
+        let valid = check(&[fault(true)]);
+        assert_eq!(valid.validity, crate::checker::Validity::Valid);
+        assert_eq!(valid.stats["removes"], serde_json::json!([1, 0]));
+        let invalid = check(&[fault(true), fault(false)]);
+        assert_eq!(invalid.validity, crate::checker::Validity::Invalid);
+    }
 }

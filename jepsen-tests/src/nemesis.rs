@@ -514,6 +514,7 @@ pub async fn run(
                 admin: &clients.admin,
                 endpoints: &clients.endpoints,
                 history: &history,
+                leader: leader_slot,
                 steps: Vec::new(),
             };
             if let Err(error) = executor.execute(change).await {
@@ -625,5 +626,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn faults_planned_over_members_land_on_their_slots() {
+        let members = [0, 3, 4];
+        let partition = remap(
+            Fault::Partition {
+                shape: "isolate-leader".to_string(),
+                grudge: vec![vec![1, 2], vec![0], vec![0]],
+            },
+            &members,
+            5,
+        );
+        assert_eq!(
+            partition,
+            Fault::Partition {
+                shape: "isolate-leader".to_string(),
+                grudge: vec![vec![3, 4], vec![], vec![], vec![0], vec![0]],
+            }
+        );
+        let kill = remap(
+            Fault::Kill {
+                nodes: vec![1],
+                target: "random".to_string(),
+            },
+            &members,
+            5,
+        );
+        assert_eq!(
+            kill,
+            Fault::Kill {
+                nodes: vec![3],
+                target: "random".to_string(),
+            }
+        );
     }
 }
