@@ -123,7 +123,7 @@ impl Fault {
             Fault::Partition { shape, .. } => format!("partition-{shape}"),
             Fault::Loss { .. } => "loss".to_string(),
             Fault::Clock { .. } => "clock".to_string(),
-            Fault::Snapshot { .. } => "snapshot".to_string(),
+            Fault::Snapshot { .. } => "snapshot-install".to_string(),
             Fault::Membership(MembershipChange::AddLearnerAndPromote { .. }) => {
                 "membership-add".to_string()
             }
