@@ -182,7 +182,8 @@ pub async fn run(options: RunOptions, slot: ClusterSlot) -> anyhow::Result<(Verd
         prefix: prefix.clone(),
         subnet,
         snapshot_after_entries: if snapshot { 200 } else { 100_000 },
-        rust_log: if snapshot {
+        // openraft's info logs show snapshot installs, elections and membership changes.
+        rust_log: if snapshot || membership_changes {
             "info,openraft=info".to_string()
         } else {
             "info,openraft=warn".to_string()
