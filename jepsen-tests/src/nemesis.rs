@@ -414,6 +414,51 @@ async fn fill_log(clients: Vec<NodeClient>, from: u64, stop: Arc<AtomicBool>) ->
     (written.load(Ordering::Relaxed), index)
 }
 
+/// How long a follower healed from the snapshot-install fault may take to reach the log index the
+/// others had at the heal (a generous bound: an install takes well under a second here).
+pub const CATCH_UP_BOUND: Duration = Duration::from_secs(30);
+
+/// After the snapshot-install fault's heal: waits until `node`'s Raft index reaches the highest
+/// index the other members report at the heal, within [`CATCH_UP_BOUND`] (not cut short by the
+/// end of the run: the catch-up is what the fault tests).
+async fn catch_up(
+    clients: &NemesisClients,
+    members: &[usize],
+    node: usize,
+    history: &History,
+) -> Step {
+    let start = history.now() as f64 / 1e9;
+    let mut target = 0;
+    for slot in members.iter().filter(|slot| **slot != node) {
+        if let Ok(index) = clients.admin[*slot].raft_index().await {
+            target = target.max(index);
+        }
+    }
+    let began = std::time::Instant::now();
+    let mut reached = 0;
+    while began.elapsed() < CATCH_UP_BOUND {
+        if let Ok(index) = clients.status[node].raft_index().await {
+            reached = index;
+            if index >= target {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let ok = reached >= target;
+    Step {
+        step: "catch-up".to_string(),
+        start,
+        end: history.now() as f64 / 1e9,
+        ok,
+        detail: format!(
+            "n{} at index {reached} of {target} after {:.1}s",
+            node + 1,
+            began.elapsed().as_secs_f64()
+        ),
+    }
+}
+
 /// The clients the nemesis uses.
 #[derive(Debug, Clone)]
 pub struct NemesisClients {
@@ -573,6 +618,11 @@ pub async fn run(
         sleep_unless_stopped(hold.saturating_sub(started.elapsed()), &stop).await;
         if let Err(error) = heal(&mut lock(&cluster), &fault) {
             record.error = Some(format!("heal: {error:#}"));
+        }
+        if let Fault::Snapshot { node, .. } = fault {
+            record
+                .steps
+                .push(catch_up(&clients, &members, node, &history).await);
         }
         record.end = Some(history.now() as f64 / 1e9);
         println!(

@@ -395,8 +395,9 @@ pub async fn run(options: RunOptions, slot: ClusterSlot) -> anyhow::Result<(Verd
 const SNAPSHOT_INSTALL_LOG: &str = "Raft::install_full_snapshot";
 
 /// The snapshot-install scenario did what it is for: every follower it cut off past the purge
-/// installed a snapshot (from its log). Unknown otherwise — the run did not test catching up by
-/// snapshot, whatever the other checks say.
+/// installed a snapshot (from its log; unknown otherwise — the run did not test catching up by
+/// snapshot, whatever the other checks say), and each caught up within
+/// [`nemesis::CATCH_UP_BOUND`] of its heal (an anomaly otherwise: a liveness failure).
 fn snapshot_install_check(
     faults: &[FaultRecord],
     installs: &std::collections::BTreeMap<String, usize>,
@@ -414,6 +415,18 @@ fn snapshot_install_check(
                 "node": name, "kill": kill, "filled_past_purge": filled,
                 "at": fault.start,
             }));
+            for step in fault
+                .steps
+                .iter()
+                .filter(|step| step.step == "catch-up" && !step.ok)
+            {
+                report.anomaly(format!(
+                    "{name}, cut off at {:.1}s, did not catch up within {:?} of the heal: {}",
+                    fault.start,
+                    nemesis::CATCH_UP_BOUND,
+                    step.detail
+                ));
+            }
             if filled && installs.get(&name).copied().unwrap_or(0) == 0 {
                 report.unknown(format!(
                     "{name} was cut off at {:.1}s past the log purge but its log shows no \"{SNAPSHOT_INSTALL_LOG}\"",
