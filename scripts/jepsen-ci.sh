@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CI tier of the Jepsen-style suite (jepsen-tests/README.md): a handful of 45 s scenarios on 3
-# nodes in network namespaces (about 8 minutes once built), plus two negative controls — one beacond
+# nodes in network namespaces (about 10 minutes once built), plus two negative controls — one beacond
 # built with the deliberately broken features `unsafe-stale-reads` and `unsafe-unconfirmed-critical`,
 # which the suite must catch (exit 1, and for health checks by the health checker's safety check).
 # Needs root (namespaces, veths, nftables). CI pins the seed (JEPSEN_SEED, default 1) so that a CI
@@ -65,6 +65,12 @@ scenario "set + partition, loss" 0 --beacond "$beacond" --workload set --nemesis
 scenario "register + kill, clock" 0 --beacond "$beacond" --workload register --nemesis kill,clock --interval 8
 scenario "watch + partition, kill" 0 --beacond "$beacond" --workload watch --nemesis partition,kill --interval 8
 scenario "lease + kill" 0 --beacond "$beacond" --workload lease --nemesis kill --interval 8
+# Membership changes under load (add a learner and promote it, remove a voter — the leader too —
+# and restart it with its old data, replace a wiped member): no acknowledged add lost.
+scenario "set + membership" 0 --beacond "$beacond" --workload set --nemesis membership --interval 6
+# A follower cut off while filler writes push the log past the snapshot (threshold 200) and the
+# purge: it must catch up by installing a snapshot (exit 2 if no install shows in its log).
+scenario "register + snapshot-install" 0 --beacond "$beacond" --workload register --nemesis snapshot-install --interval 8
 # The health workload is the catalog workload plus health checks (its checks include the catalog's).
 scenario "health + partition" 0 --beacond "$beacond" --workload health --nemesis partition --interval 8
 # Negative control: stale "linearizable" reads from a partitioned or lagging node must be caught.

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use beacon_proto::beacon::v1::catalog_client::CatalogClient;
 use beacon_proto::etcdserverpb::{
-    compare, kv_client::KvClient, lease_client::LeaseClient, maintenance_client::MaintenanceClient,
-    request_op, Compare, LeaseGrantRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest,
-    RangeRequest, RequestOp, StatusRequest, TxnRequest, TxnResponse,
+    cluster_client::ClusterClient, compare, kv_client::KvClient, lease_client::LeaseClient,
+    maintenance_client::MaintenanceClient, request_op, Compare, LeaseGrantRequest,
+    LeaseRevokeRequest, LeaseTimeToLiveRequest, Member, MemberAddRequest, MemberListRequest,
+    MemberPromoteRequest, MemberRemoveRequest, PutRequest, RangeRequest, RequestOp, StatusRequest,
+    TxnRequest, TxnResponse,
 };
 use beacon_proto::mvccpb::KeyValue;
 use tonic::transport::{Channel, Endpoint};
@@ -59,6 +61,7 @@ pub struct NodeClient {
     maintenance: MaintenanceClient<Channel>,
     lease: LeaseClient<Channel>,
     catalog: CatalogClient<Channel>,
+    cluster: ClusterClient<Channel>,
     deadline: Duration,
 }
 
@@ -74,7 +77,8 @@ impl NodeClient {
             kv: KvClient::new(channel.clone()),
             maintenance: MaintenanceClient::new(channel.clone()),
             lease: LeaseClient::new(channel.clone()),
-            catalog: CatalogClient::new(channel),
+            catalog: CatalogClient::new(channel.clone()),
+            cluster: ClusterClient::new(channel),
             deadline,
         })
     }
@@ -226,6 +230,51 @@ impl NodeClient {
             .call(lease.lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false }))
             .await?;
         Ok(response.ttl)
+    }
+
+    /// MemberAdd of `peer_url`; returns the new member's id.
+    pub async fn member_add(&self, peer_url: &str, learner: bool) -> Result<u64, CallError> {
+        let mut cluster = self.cluster.clone();
+        let response = self
+            .call(cluster.member_add(MemberAddRequest {
+                peer_ur_ls: vec![peer_url.to_string()],
+                is_learner: learner,
+            }))
+            .await?;
+        response
+            .member
+            .map(|member| member.id)
+            .ok_or_else(|| CallError::Status(tonic::Code::Internal, "no member in answer".into()))
+    }
+
+    pub async fn member_promote(&self, id: u64) -> Result<(), CallError> {
+        let mut cluster = self.cluster.clone();
+        self.call(cluster.member_promote(MemberPromoteRequest { id }))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn member_remove(&self, id: u64) -> Result<(), CallError> {
+        let mut cluster = self.cluster.clone();
+        self.call(cluster.member_remove(MemberRemoveRequest { id }))
+            .await
+            .map(|_| ())
+    }
+
+    /// Linearizable MemberList.
+    pub async fn member_list(&self) -> Result<Vec<Member>, CallError> {
+        let mut cluster = self.cluster.clone();
+        let response = self
+            .call(cluster.member_list(MemberListRequest { linearizable: true }))
+            .await?;
+        Ok(response.members)
+    }
+
+    /// The node's Raft log index (Maintenance.Status `raft_index`).
+    pub async fn raft_index(&self) -> Result<u64, CallError> {
+        let mut maintenance = self.maintenance.clone();
+        let response = self.call(maintenance.status(StatusRequest {})).await?;
+        Ok(response.raft_index)
     }
 
     /// The node's view of the leader (member id, 0 when none).

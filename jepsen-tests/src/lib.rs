@@ -8,6 +8,7 @@ pub mod client;
 pub mod cluster;
 pub mod firewall;
 pub mod history;
+pub mod membership;
 pub mod nemesis;
 pub mod net;
 pub mod run;

@@ -19,7 +19,8 @@ struct Args {
     /// What the clients do.
     #[arg(long, value_enum, default_value = "register")]
     workload: WorkloadKind,
-    /// Faults to inject, comma-separated (none, kill, pause, partition, loss, clock, snapshot, all).
+    /// Faults to inject, comma-separated (none, kill, pause, partition, loss, clock,
+    /// snapshot-install, membership, all).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "partition")]
     nemesis: Vec<NemesisKind>,
     /// Seconds of client load (the heal, recovery and final reads come after).

@@ -6,9 +6,13 @@
 //! Kinds: `kill` (leader, random node, minority, all — healed by restarting), `pause`
 //! (SIGSTOP leader or random node), `partition` (isolate leader, random majority/minority,
 //! ring and bridge on 5 nodes, one-way), `loss` (random packet loss on peer traffic), `clock`
-//! (restart a node under `faketime` with a skewed clock), `snapshot` (low snapshot threshold and
-//! a long partition of one follower, so it must catch up by snapshot install). `member` is the
-//! place for membership changes once beacond has them; [`Fault::Membership`] is its interface.
+//! (restart a node under `faketime` with a skewed clock), `snapshot-install` (low snapshot
+//! threshold; one follower killed or cut off while filler writes push the log past the
+//! snapshot and its purge, so it must catch up by snapshot install), `membership` (add a learner
+//! and promote it, remove a voter, replace a wiped member: [`crate::membership`]).
+//!
+//! Faults are planned over the current members and mapped to their slots, so they combine with
+//! membership changes.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,9 +25,10 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::client::NodeClient;
-use crate::cluster::{leader, Cluster};
+use crate::cluster::{leader_id, Cluster, Endpoints};
 use crate::firewall::Grudge;
 use crate::history::History;
+use crate::membership::{self, Executor, Step};
 
 /// A nemesis a run can enable (`--nemesis a,b`).
 #[derive(
@@ -37,9 +42,13 @@ pub enum NemesisKind {
     Partition,
     Loss,
     Clock,
+    /// A follower cut off (killed or partitioned) past the snapshot and log purge.
+    #[value(name = "snapshot-install", alias = "snapshot")]
+    #[serde(rename = "snapshot-install")]
     Snapshot,
-    /// Membership changes: refused until beacond supports them.
-    Member,
+    /// Membership changes (add learner and promote, remove, replace a wiped member).
+    #[value(alias = "member")]
+    Membership,
     /// kill, pause, partition, loss and clock.
     All,
 }
@@ -99,6 +108,8 @@ pub enum Fault {
     },
     Snapshot {
         node: usize,
+        /// Killed (true) or partitioned away (false).
+        kill: bool,
     },
     Membership(MembershipChange),
 }
@@ -112,8 +123,14 @@ impl Fault {
             Fault::Partition { shape, .. } => format!("partition-{shape}"),
             Fault::Loss { .. } => "loss".to_string(),
             Fault::Clock { .. } => "clock".to_string(),
-            Fault::Snapshot { .. } => "snapshot".to_string(),
-            Fault::Membership(_) => "membership".to_string(),
+            Fault::Snapshot { .. } => "snapshot-install".to_string(),
+            Fault::Membership(MembershipChange::AddLearnerAndPromote { .. }) => {
+                "membership-add".to_string()
+            }
+            Fault::Membership(MembershipChange::Remove { .. }) => "membership-remove".to_string(),
+            Fault::Membership(MembershipChange::ReplaceWiped { .. }) => {
+                "membership-replace".to_string()
+            }
         }
     }
 }
@@ -126,6 +143,9 @@ pub struct FaultRecord {
     pub start: f64,
     pub end: Option<f64>,
     pub error: Option<String>,
+    /// A membership change's steps, or the snapshot-install fault's filler and log indexes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
 }
 
 /// Schedule settings.
@@ -252,12 +272,12 @@ pub fn plan(kind: NemesisKind, nodes: usize, leader: Option<usize>, rng: &mut St
             let followers: Vec<usize> = (0..nodes).filter(|n| Some(*n) != leader).collect();
             Fault::Snapshot {
                 node: pick(rng, &followers),
+                kill: rng.gen_bool(0.5),
             }
         }
-        NemesisKind::Member => Fault::Membership(MembershipChange::AddLearnerAndPromote {
-            node: rng.gen_range(0..nodes),
-        }),
-        NemesisKind::None | NemesisKind::All => unreachable!("expanded before planning"),
+        NemesisKind::Membership | NemesisKind::None | NemesisKind::All => {
+            unreachable!("expanded before planning; membership::plan plans membership changes")
+        }
     }
 }
 
@@ -289,10 +309,11 @@ pub fn inject(cluster: &mut Cluster, fault: &Fault) -> anyhow::Result<()> {
             cluster.set_clock(*node, Some(format!("{offset_seconds:+}")));
             cluster.start(*node)?;
         }
-        Fault::Snapshot { node } => {
+        Fault::Snapshot { node, kill: true } => cluster.kill(*node),
+        Fault::Snapshot { node, kill: false } => {
             cluster.firewall(&Grudge::split(cluster.len(), &BTreeSet::from([*node])), 0)?
         }
-        Fault::Membership(_) => anyhow::bail!(MEMBERSHIP_NOT_YET),
+        Fault::Membership(_) => anyhow::bail!("membership changes run in membership::Executor"),
     }
     Ok(())
 }
@@ -306,9 +327,148 @@ pub fn heal(cluster: &mut Cluster, fault: &Fault) -> anyhow::Result<()> {
     cluster.heal()
 }
 
-/// Why `--nemesis member` is refused.
-pub const MEMBERSHIP_NOT_YET: &str =
-    "the membership nemesis needs membership changes in beacond, which do not exist yet";
+/// Maps a fault planned over `members.len()` nodes (positions) onto the members' slots in a
+/// cluster of `slots` slots.
+pub fn remap(fault: Fault, members: &[usize], slots: usize) -> Fault {
+    let map = |nodes: Vec<usize>| nodes.into_iter().map(|n| members[n]).collect();
+    match fault {
+        Fault::Kill { nodes, target } => Fault::Kill {
+            nodes: map(nodes),
+            target,
+        },
+        Fault::Pause { nodes, target } => Fault::Pause {
+            nodes: map(nodes),
+            target,
+        },
+        Fault::Partition { shape, grudge } => {
+            let mut full = vec![Vec::new(); slots];
+            for (position, drops) in grudge.into_iter().enumerate() {
+                full[members[position]] = map(drops);
+            }
+            Fault::Partition {
+                shape,
+                grudge: full,
+            }
+        }
+        Fault::Clock {
+            node,
+            offset_seconds,
+        } => Fault::Clock {
+            node: members[node],
+            offset_seconds,
+        },
+        Fault::Snapshot { node, kill } => Fault::Snapshot {
+            node: members[node],
+            kill,
+        },
+        other => other,
+    }
+}
+
+/// How many log entries the snapshot-install fault makes the cluster append while its follower is
+/// cut off: beacond keeps 1,000 entries after a snapshot (`max_in_snapshot_log_to_keep`), so
+/// this passes the purge even with the snapshot threshold of 200 and a few snapshots' slack.
+pub const SNAPSHOT_FILL_ENTRIES: u64 = 1_700;
+
+/// Writes filler keys (`jepsen/fill/N`, outside every workload's keys) through `clients` until
+/// the log has grown by [`SNAPSHOT_FILL_ENTRIES`] since it was at `from`, or `stop`. Returns
+/// (filler writes acknowledged, the last log index seen).
+async fn fill_log(clients: Vec<NodeClient>, from: u64, stop: Arc<AtomicBool>) -> (u64, u64) {
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for writer in 0..16u64 {
+        let client = clients[writer as usize % clients.len()].clone();
+        let (written, done, stop) = (written.clone(), done.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !done.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let key = format!("jepsen/fill/{writer:02}/{:06}", n % 100);
+                if client.put(&key, b"x").await.is_ok() {
+                    written.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }));
+    }
+    let mut index = from;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        for client in &clients {
+            if let Ok(now) = client.raft_index().await {
+                index = index.max(now);
+                break;
+            }
+        }
+        if index >= from + SNAPSHOT_FILL_ENTRIES {
+            break;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    for task in tasks {
+        let _ = task.await;
+    }
+    (written.load(Ordering::Relaxed), index)
+}
+
+/// How long a follower healed from the snapshot-install fault may take to reach the log index the
+/// others had at the heal (a generous bound: an install takes well under a second here).
+pub const CATCH_UP_BOUND: Duration = Duration::from_secs(30);
+
+/// After the snapshot-install fault's heal: waits until `node`'s Raft index reaches the highest
+/// index the other members report at the heal, within [`CATCH_UP_BOUND`] (not cut short by the
+/// end of the run: the catch-up is what the fault tests).
+async fn catch_up(
+    clients: &NemesisClients,
+    members: &[usize],
+    node: usize,
+    history: &History,
+) -> Step {
+    let start = history.now() as f64 / 1e9;
+    let mut target = 0;
+    for slot in members.iter().filter(|slot| **slot != node) {
+        if let Ok(index) = clients.admin[*slot].raft_index().await {
+            target = target.max(index);
+        }
+    }
+    let began = std::time::Instant::now();
+    let mut reached = 0;
+    while began.elapsed() < CATCH_UP_BOUND {
+        if let Ok(index) = clients.status[node].raft_index().await {
+            reached = index;
+            if index >= target {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let ok = reached >= target;
+    Step {
+        step: "catch-up".to_string(),
+        start,
+        end: history.now() as f64 / 1e9,
+        ok,
+        detail: format!(
+            "n{} at index {reached} of {target} after {:.1}s",
+            node + 1,
+            began.elapsed().as_secs_f64()
+        ),
+    }
+}
+
+/// The clients the nemesis uses.
+#[derive(Debug, Clone)]
+pub struct NemesisClients {
+    /// Every slot, short deadline (leader lookups).
+    pub status: Vec<NodeClient>,
+    /// Every slot, long deadline (membership changes, filler writes).
+    pub admin: Vec<NodeClient>,
+    /// What the workload's clients use, so they follow membership changes.
+    pub endpoints: Arc<Endpoints>,
+}
 
 fn lock(cluster: &Mutex<Cluster>) -> std::sync::MutexGuard<'_, Cluster> {
     cluster
@@ -335,7 +495,7 @@ pub(crate) async fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) 
 pub async fn run(
     schedule: Schedule,
     cluster: Arc<Mutex<Cluster>>,
-    status_clients: Vec<NodeClient>,
+    clients: NemesisClients,
     seed: u64,
     history: History,
     stop: Arc<AtomicBool>,
@@ -356,19 +516,77 @@ pub async fn run(
             break;
         }
         let kind = pick(&mut rng, &kinds);
-        let current_leader = leader(&status_clients).await;
-        let fault = plan(kind, status_clients.len(), current_leader, &mut rng);
+        let (members, spares, slots) = {
+            let cluster = lock(&cluster);
+            let members = cluster.member_slots();
+            let spares: Vec<usize> = (0..cluster.len())
+                .filter(|slot| !members.contains(slot))
+                .collect();
+            (members, spares, cluster.len())
+        };
+        let leader_slot = match leader_id(&clients.status, members.len()).await {
+            Some(id) => lock(&cluster).slot_of(id),
+            None => None,
+        };
+        let fault = if kind == NemesisKind::Membership {
+            match membership::plan(&members, &spares, leader_slot, &mut rng) {
+                Some(change) => Fault::Membership(change),
+                None => continue,
+            }
+        } else {
+            let position = leader_slot.and_then(|slot| members.iter().position(|m| *m == slot));
+            remap(
+                plan(kind, members.len(), position, &mut rng),
+                &members,
+                slots,
+            )
+        };
         let mut record = FaultRecord {
             name: fault.name(),
             fault: fault.clone(),
             start: history.now() as f64 / 1e9,
             end: None,
             error: None,
+            steps: Vec::new(),
         };
         println!(
             "jepsen-tests: nemesis: {:>7.1}s inject {:?}",
             record.start, fault
         );
+        if let Fault::Membership(change) = &fault {
+            let mut executor = Executor {
+                cluster: &cluster,
+                admin: &clients.admin,
+                endpoints: &clients.endpoints,
+                history: &history,
+                leader: leader_slot,
+                steps: Vec::new(),
+            };
+            if let Err(error) = executor.execute(change).await {
+                record.error = Some(format!("{error:#}"));
+            }
+            record.steps = executor.steps;
+            record.end = Some(history.now() as f64 / 1e9);
+            println!(
+                "jepsen-tests: nemesis: {:>7.1}s membership change done",
+                record.end.unwrap_or(0.0)
+            );
+            records.push(record);
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            continue;
+        }
+        // The log index before the cut, for the snapshot-install filler.
+        let mut fill_from = None;
+        if let Fault::Snapshot { node, .. } = fault {
+            for slot in members.iter().filter(|slot| **slot != node) {
+                if let Ok(index) = clients.admin[*slot].raft_index().await {
+                    fill_from = Some(index);
+                    break;
+                }
+            }
+        }
         if let Err(error) = inject(&mut lock(&cluster), &fault) {
             record.error = Some(format!("{error:#}"));
         }
@@ -376,9 +594,35 @@ pub async fn run(
             Fault::Snapshot { .. } => schedule.snapshot_hold,
             _ => jittered(&mut rng, schedule.interval),
         };
-        sleep_unless_stopped(hold, &stop).await;
+        let started = std::time::Instant::now();
+        if let (Fault::Snapshot { node, .. }, Some(from)) = (&fault, fill_from) {
+            let writers: Vec<NodeClient> = members
+                .iter()
+                .filter(|slot| *slot != node)
+                .map(|slot| clients.admin[*slot].clone())
+                .collect();
+            let fill_start = history.now() as f64 / 1e9;
+            let (written, reached) = fill_log(writers, from, stop.clone()).await;
+            let ok = reached >= from + SNAPSHOT_FILL_ENTRIES;
+            println!(
+                "jepsen-tests: nemesis: snapshot fill: {written} writes, log {from} -> {reached}"
+            );
+            record.steps.push(Step {
+                step: "fill".to_string(),
+                start: fill_start,
+                end: history.now() as f64 / 1e9,
+                ok,
+                detail: format!("{written} filler writes; log index {from} -> {reached}"),
+            });
+        }
+        sleep_unless_stopped(hold.saturating_sub(started.elapsed()), &stop).await;
         if let Err(error) = heal(&mut lock(&cluster), &fault) {
             record.error = Some(format!("heal: {error:#}"));
+        }
+        if let Fault::Snapshot { node, .. } = fault {
+            record
+                .steps
+                .push(catch_up(&clients, &members, node, &history).await);
         }
         record.end = Some(history.now() as f64 / 1e9);
         println!(
@@ -425,12 +669,47 @@ mod tests {
                         Fault::Kill { nodes: killed, .. } => {
                             assert!(killed.iter().all(|n| *n < nodes))
                         }
-                        Fault::Snapshot { node } => assert_ne!(*node, 1),
+                        Fault::Snapshot { node, .. } => assert_ne!(*node, 1),
                         Fault::Partition { grudge, .. } => assert_eq!(grudge.len(), nodes),
                         _ => {}
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn faults_planned_over_members_land_on_their_slots() {
+        let members = [0, 3, 4];
+        let partition = remap(
+            Fault::Partition {
+                shape: "isolate-leader".to_string(),
+                grudge: vec![vec![1, 2], vec![0], vec![0]],
+            },
+            &members,
+            5,
+        );
+        assert_eq!(
+            partition,
+            Fault::Partition {
+                shape: "isolate-leader".to_string(),
+                grudge: vec![vec![3, 4], vec![], vec![], vec![0], vec![0]],
+            }
+        );
+        let kill = remap(
+            Fault::Kill {
+                nodes: vec![1],
+                target: "random".to_string(),
+            },
+            &members,
+            5,
+        );
+        assert_eq!(
+            kill,
+            Fault::Kill {
+                nodes: vec![3],
+                target: "random".to_string(),
+            }
+        );
     }
 }

@@ -804,6 +804,7 @@ mod tests {
             start,
             end: Some(end),
             error: None,
+            steps: Vec::new(),
         }
     }
 

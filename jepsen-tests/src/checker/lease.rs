@@ -757,6 +757,7 @@ mod tests {
             start: 5.0,
             end: Some(15.0),
             error: None,
+            steps: Vec::new(),
         };
         let mut b = Builder::default();
         grant(&mut b, 0);

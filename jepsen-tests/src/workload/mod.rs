@@ -35,7 +35,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::checker::CheckReport;
 use crate::client::NodeClient;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Endpoints};
 use crate::history::{CompleteOp, History, OpType};
 use crate::nemesis::{FaultRecord, NemesisKind};
 
@@ -218,9 +218,12 @@ pub struct ClientPlan {
 }
 
 /// Drives one logical client until `stop`: one op at a time, a new process id after every `info`.
+/// Each op goes to the client's `home` slot while it is a member, else to another member
+/// ([`Endpoints::pick`]), so clients follow membership changes.
 pub async fn client_loop(
     workload: Arc<Workload>,
-    client: NodeClient,
+    endpoints: Arc<Endpoints>,
+    home: usize,
     plan: ClientPlan,
     history: History,
     stop: Arc<AtomicBool>,
@@ -239,6 +242,7 @@ pub async fn client_loop(
         if stop.load(Ordering::Relaxed) {
             break;
         }
+        let client = endpoints.pick(home).clone();
         match workload.step(&client, process, &mut rng, &history).await {
             OpType::Info => {
                 process += stride;
