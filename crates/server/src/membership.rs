@@ -296,7 +296,23 @@ pub async fn execute(node: &Arc<RaftNode>, request: MembershipRequest) -> Result
                 if id == node.identity.member_id {
                     // The leader leaves: hand leadership to a caught-up voter first, so the
                     // removal is committed by a leader that stays.
-                    let heir = *remaining.iter().next().unwrap_or(&id);
+                    // The heir: the remaining voter furthest along (it can win at once).
+                    let heir = {
+                        let metrics = node.raft.metrics();
+                        let metrics = metrics.borrow();
+                        remaining
+                            .iter()
+                            .copied()
+                            .max_by_key(|voter| {
+                                metrics
+                                    .replication
+                                    .as_ref()
+                                    .and_then(|replication| replication.get(voter).cloned())
+                                    .flatten()
+                                    .map(|log_id| log_id.index)
+                            })
+                            .unwrap_or(id)
+                    };
                     move_leader(node, heir).await?;
                     return Err(ApiError::NotLeaderHere);
                 }
