@@ -230,7 +230,7 @@ fn check_identity(db: &DB, path: &Path, identity: Identity) -> Result<bool, Stor
             batch.put_cf(meta, KEY_CLUSTER_ID, identity.cluster_id.to_be_bytes());
             batch.put_cf(meta, KEY_MEMBER_ID, identity.member_id.to_be_bytes());
             batch.put_cf(meta, KEY_FORMAT, STORAGE_FORMAT.to_be_bytes());
-            db.write_opt(batch, &synced())?;
+            write_synced(db, batch)?;
             Ok(true)
         }
     }
@@ -241,7 +241,31 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
         .expect("every column family is created when the database is opened")
 }
 
-pub(crate) fn synced() -> rocksdb::WriteOptions {
+/// RocksDB 7.8 aborts on an assertion (`sync_without_flush_called_`) when a WAL sync
+/// (`FlushWAL(true)`) runs while a write with `sync` set syncs the same WAL. Every synced write
+/// and every WAL sync in this process takes this lock first (see [`write_synced`],
+/// [`flush_wal_synced`]); the syncer's group commit still batches all appends behind one sync.
+static WAL_SYNC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn wal_sync_lock() -> std::sync::MutexGuard<'static, ()> {
+    WAL_SYNC
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Writes `batch` with `sync` set (see [`WAL_SYNC`]).
+pub(crate) fn write_synced(db: &DB, batch: rocksdb::WriteBatch) -> Result<(), rocksdb::Error> {
+    let _serialized = wal_sync_lock();
+    db.write_opt(batch, &synced())
+}
+
+/// Flushes and syncs the WAL (see [`WAL_SYNC`]).
+pub(crate) fn flush_wal_synced(db: &DB) -> Result<(), rocksdb::Error> {
+    let _serialized = wal_sync_lock();
+    db.flush_wal(true)
+}
+
+fn synced() -> rocksdb::WriteOptions {
     let mut options = rocksdb::WriteOptions::default();
     options.set_sync(true);
     options

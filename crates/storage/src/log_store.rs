@@ -14,7 +14,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogId, StorageIOError, Vote};
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 
-use crate::db::{cf, synced, CF_RAFT_LOG, CF_RAFT_STATE};
+use crate::db::{cf, CF_RAFT_LOG, CF_RAFT_STATE};
 use crate::error::StorageError;
 use crate::{NodeId, TypeConfig};
 
@@ -68,14 +68,12 @@ impl LogStore {
         let bytes = bincode::serialize(value).map_err(|e| StorageIOError::write(&e))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_RAFT_STATE), key, bytes);
-        let options = if sync {
-            synced()
+        let written = if sync {
+            crate::db::write_synced(&self.db, batch)
         } else {
-            rocksdb::WriteOptions::default()
+            self.db.write(batch)
         };
-        self.db
-            .write_opt(batch, &options)
-            .map_err(|e| StorageIOError::write(&e).into())
+        written.map_err(|e| StorageIOError::write(&e).into())
     }
 
     fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, RaftStorageError> {
@@ -100,7 +98,7 @@ fn run_syncer(db: &Weak<DB>, pending: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
         callbacks.extend(pending.try_iter());
         let started = std::time::Instant::now();
         let result = match db.upgrade() {
-            Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+            Some(db) => crate::db::flush_wal_synced(&db).map_err(|e| e.to_string()),
             None => Err("the database is closed".to_string()),
         };
         metrics::histogram!(crate::METRIC_WAL_FSYNC_SECONDS).record(started.elapsed());
@@ -227,17 +225,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             index_key(u64::MAX),
         );
         batch.delete_cf(cf(&self.db, CF_RAFT_LOG), index_key(u64::MAX));
-        self.db
-            .write_opt(batch, &synced())
-            .map_err(|e| StorageIOError::write_logs(&e).into())
+        crate::db::write_synced(&self.db, batch).map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), RaftStorageError> {
         // The state machine's records are written without sync; make them durable before the
         // log entries that could rebuild them disappear.
-        self.db
-            .flush_wal(true)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        crate::db::flush_wal_synced(&self.db).map_err(|e| StorageIOError::write_logs(&e))?;
         self.put_state(KEY_LAST_PURGED, &log_id, true)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(

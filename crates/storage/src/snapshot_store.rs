@@ -35,7 +35,7 @@ use rocksdb::{IteratorMode, ReadOptions, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
-use crate::db::{cf, synced, CF_KV, CF_META, CF_SNAPSHOT};
+use crate::db::{cf, CF_KV, CF_META, CF_SNAPSHOT};
 use crate::error::StorageError;
 use crate::snapshot_format::{
     verify, SnapshotFrame, SnapshotHeader, SnapshotReader, SnapshotSummary, SnapshotWriter,
@@ -280,7 +280,7 @@ impl SnapshotStore {
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_SNAPSHOT), KEY_CURRENT, bytes);
         also(&mut batch);
-        self.db.write_opt(batch, &synced())?;
+        crate::db::write_synced(&self.db, batch)?;
         if let Some(previous) = previous {
             if previous.file != current.file {
                 remove_file(&self.dir.join(previous.file));
@@ -433,7 +433,7 @@ pub(crate) fn load_state(
         encode(&header.compact_revision)?,
     );
     batch.delete_cf(meta, KEY_INSTALL_PENDING);
-    db.write_opt(batch, &synced())?;
+    crate::db::write_synced(db, batch)?;
     Ok(header)
 }
 
