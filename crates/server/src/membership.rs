@@ -89,51 +89,38 @@ pub enum ControlOutcome {
     },
 }
 
+/// An etcd error with code FailedPrecondition, as most of etcd's membership errors are.
+fn precondition(message: &str) -> ApiError {
+    ApiError::Etcd(Code::FailedPrecondition, message.into())
+}
+
 /// etcd's membership errors.
 pub fn member_not_found() -> ApiError {
     ApiError::Etcd(Code::NotFound, "etcdserver: member not found".into())
 }
 
 fn peer_url_exists() -> ApiError {
-    ApiError::Etcd(
-        Code::FailedPrecondition,
-        "etcdserver: Peer URLs already exists".into(),
-    )
+    precondition("etcdserver: Peer URLs already exists")
 }
 
 fn not_learner() -> ApiError {
-    ApiError::Etcd(
-        Code::FailedPrecondition,
-        "etcdserver: can only promote a learner member".into(),
-    )
+    precondition("etcdserver: can only promote a learner member")
 }
 
 fn learner_not_ready() -> ApiError {
-    ApiError::Etcd(
-        Code::FailedPrecondition,
-        "etcdserver: can only promote a learner member which is in sync with leader".into(),
-    )
+    precondition("etcdserver: can only promote a learner member which is in sync with leader")
 }
 
 fn too_many_learners() -> ApiError {
-    ApiError::Etcd(
-        Code::FailedPrecondition,
-        "etcdserver: too many learner members in cluster".into(),
-    )
+    precondition("etcdserver: too many learner members in cluster")
 }
 
 fn not_enough_started() -> ApiError {
-    ApiError::Etcd(
-        Code::FailedPrecondition,
-        "etcdserver: re-configuration failed due to not enough started members".into(),
-    )
+    precondition("etcdserver: re-configuration failed due to not enough started members")
 }
 
 fn bad_transferee() -> ApiError {
-    ApiError::Etcd(
-        Code::FailedPrecondition,
-        "etcdserver: bad leader transferee".into(),
-    )
+    precondition("etcdserver: bad leader transferee")
 }
 
 impl ControlOutcome {
@@ -193,10 +180,7 @@ fn changed<T>(
         ))) => Err(member_not_found()),
         Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
             ChangeMembershipError::InProgress(_),
-        ))) => Err(ApiError::Etcd(
-            Code::FailedPrecondition,
-            CHANGE_IN_PROGRESS.into(),
-        )),
+        ))) => Err(precondition(CHANGE_IN_PROGRESS)),
         Err(error) => Err(ApiError::Internal(format!(
             "membership change failed: {error}"
         ))),
@@ -216,10 +200,7 @@ pub async fn execute(node: &Arc<RaftNode>, request: MembershipRequest) -> Result
             learner,
         } => {
             if nodes.contains_key(&id) {
-                return Err(ApiError::Etcd(
-                    Code::FailedPrecondition,
-                    "etcdserver: member ID already exist".into(),
-                ));
+                return Err(precondition("etcdserver: member ID already exist"));
             }
             if nodes.values().any(|member| member.peer_addr == peer_addr) {
                 return Err(peer_url_exists());
@@ -284,9 +265,8 @@ pub async fn execute(node: &Arc<RaftNode>, request: MembershipRequest) -> Result
                     .filter(|voter| *voter != id)
                     .collect();
                 if remaining.is_empty() {
-                    return Err(ApiError::Etcd(
-                        Code::FailedPrecondition,
-                        "etcdserver: cannot remove the last voting member".into(),
+                    return Err(precondition(
+                        "etcdserver: cannot remove the last voting member",
                     ));
                 }
                 let started = started_voters(node, &remaining);

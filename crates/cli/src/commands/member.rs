@@ -63,8 +63,18 @@ pub fn parse_member_id(text: &str) -> Result<u64, String> {
         })
 }
 
-fn cluster_id(header: &Option<pb::ResponseHeader>) -> u64 {
-    header.as_ref().map_or(0, |header| header.cluster_id)
+/// etcdctl's line for a change of member `id` (`Member ID removed from cluster ID`), or the
+/// members as JSON.
+fn print_changed(
+    format: Format,
+    header: &Option<pb::ResponseHeader>,
+    members: &[pb::Member],
+    id: u64,
+    verb: &str,
+) {
+    let cluster = header.as_ref().map_or(0, |header| header.cluster_id);
+    let line = format!("Member {id:16x} {verb} cluster {cluster:16x}");
+    println!("{}", output::member_changed(format, header, members, &line));
 }
 
 /// Runs a membership command.
@@ -84,41 +94,32 @@ pub async fn run(client: &Client, format: Format, command: MemberCommand) -> any
         }
         MemberCommand::Promote { id } => {
             let response = client.member_promote(id).await?;
-            let cluster = cluster_id(&response.header);
-            println!(
-                "{}",
-                output::member_changed(
-                    format,
-                    &response.header,
-                    &response.members,
-                    &format!("Member {id:16x} promoted in cluster {cluster:16x}")
-                )
+            print_changed(
+                format,
+                &response.header,
+                &response.members,
+                id,
+                "promoted in",
             );
         }
         MemberCommand::Remove { id } => {
             let response = client.member_remove(id).await?;
-            let cluster = cluster_id(&response.header);
-            println!(
-                "{}",
-                output::member_changed(
-                    format,
-                    &response.header,
-                    &response.members,
-                    &format!("Member {id:16x} removed from cluster {cluster:16x}")
-                )
+            print_changed(
+                format,
+                &response.header,
+                &response.members,
+                id,
+                "removed from",
             );
         }
         MemberCommand::Update { id, peer_url } => {
             let response = client.member_update(id, &peer_url).await?;
-            let cluster = cluster_id(&response.header);
-            println!(
-                "{}",
-                output::member_changed(
-                    format,
-                    &response.header,
-                    &response.members,
-                    &format!("Member {id:16x} updated in cluster {cluster:16x}")
-                )
+            print_changed(
+                format,
+                &response.header,
+                &response.members,
+                id,
+                "updated in",
             );
         }
         MemberCommand::MoveLeader { id } => {
